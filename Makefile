@@ -1,0 +1,167 @@
+# Makefile: builds libfiberswap.a and the Lua module; runs tests, bench, demo.
+# Edit the first block; `make help` lists the targets.
+
+LUA     ?= lua5.4
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+BACKEND ?= auto
+PREFIX  ?= /usr/local
+
+# Warnings, one per line.  CI (CI=true) turns them into errors.
+WARN  = -Wall
+WARN += -Wextra
+WARN += -Wpedantic
+WARN += -Wshadow
+WARN += -Wstrict-prototypes
+WARN += -Wmissing-prototypes
+WARN += -Wpointer-arith
+WARN += -Wcast-align
+WARN += -Wundef
+ifeq ($(CI),true)
+WARN += -Werror
+endif
+
+ARCH := $(shell uname -m)
+ifeq ($(BACKEND),auto)
+override BACKEND := $(if $(filter x86_64,$(ARCH)),asm,ucontext)
+endif
+ifeq ($(BACKEND),ucontext)
+BACKEND_DEF = -DFSW_BACKEND_UCONTEXT
+else ifneq ($(BACKEND),asm)
+$(error BACKEND must be auto, asm or ucontext, not '$(BACKEND)')
+endif
+
+# The ret trick cannot live with CET shadow stacks: objects may claim IBT
+# (indirect-branch tracking) but never SHSTK, whatever CFLAGS asks for.
+ifeq ($(ARCH),x86_64)
+CET = -fcf-protection=branch
+endif
+
+B        = build/$(BACKEND)
+LIBDIR   = lib/fiberswap
+LIB_SRC  = $(LIBDIR)/fiber.c $(LIBDIR)/stack.c $(LIBDIR)/ctx_ucontext.c \
+           $(LIBDIR)/ctx_x86_64_sysv.c $(LIBDIR)/switch_x86_64_sysv.S
+LIB_HDR  = $(wildcard $(LIBDIR)/*.h)
+LIB_OBJ  = $(patsubst $(LIBDIR)/%,$(B)/lib/%.o,$(LIB_SRC))
+LIB_A    = $(B)/libfiberswap.a
+
+ALL_CFLAGS = -std=c99 $(CFLAGS) $(WARN) $(CET) $(BACKEND_DEF) -fPIC -I$(LIBDIR)
+LDLIBS     = -pthread -lm
+
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on_error=0 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite
+
+.PHONY: all lib help test test-c test-elf bench demo asan valgrind install \
+        clean deps-test deps-bench deps-demo deps-valgrind
+
+all: lib
+
+lib: $(LIB_A)
+
+help:
+	@echo "make [all]        build $(LIB_A)"
+	@echo "make test         install missing packages, run every suite (both backends)"
+	@echo "make bench        time the C switch against Boost fcontext and ucontext"
+	@echo "make demo         show a fiber running C code on its own stack"
+	@echo "make asan         the C tests under ASan+UBSan"
+	@echo "make valgrind     the C tests under valgrind memcheck"
+	@echo "make install      header, library and pkg-config file into PREFIX=$(PREFIX)"
+	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
+
+# ---- the library -----------------------------------------------------------
+$(B)/lib/%.c.o: $(LIBDIR)/%.c $(LIB_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/lib/%.S.o: $(LIBDIR)/%.S $(LIB_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# ---- tests -----------------------------------------------------------------
+TEST_C = $(B)/test_fiber $(B)/test_maplimit
+
+$(B)/test_%: tests/c/test_%.c tests/c/harness.h $(LIB_A)
+	$(CC) $(ALL_CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+# The suites of one backend, as run_suites.sh arguments.
+c_suites = "c-$(1)=build/$(1)/test_fiber" \
+           "c-maplimit-$(1)=FIBERSWAP_GUARD=mprotect build/$(1)/test_maplimit"
+
+# Every suite prints "name: N passed, N failed"; the runner sums them.
+test: deps-test
+	@echo "== C suites: both backends, gcc and clang; ELF checks"
+	$(MAKE) --no-print-directory BACKEND=asm build/asm/test_fiber build/asm/test_maplimit
+	$(MAKE) --no-print-directory BACKEND=ucontext build/ucontext/test_fiber build/ucontext/test_maplimit
+	$(MAKE) --no-print-directory BACKEND=asm CC=clang B=build/clang-asm build/clang-asm/test_fiber
+	$(MAKE) --no-print-directory BACKEND=ucontext CC=clang B=build/clang-ucontext build/clang-ucontext/test_fiber
+	sh scripts/run_suites.sh $(call c_suites,asm) $(call c_suites,ucontext) \
+	  "c-clang-asm=build/clang-asm/test_fiber" \
+	  "c-clang-ucontext=build/clang-ucontext/test_fiber" \
+	  "elf=sh tests/c/check_elf.sh"
+
+test-c: $(TEST_C)
+	sh scripts/run_suites.sh $(call c_suites,$(BACKEND))
+
+test-elf:
+	sh scripts/run_suites.sh "elf=sh tests/c/check_elf.sh"
+
+# test_maplimit runs natively only: at the map limit ASan's own mmap fails,
+# and 65,000 mappings overflow valgrind's segment table (VG_N_SEGMENTS).
+asan: deps-test
+	@echo "== C tests under ASan+UBSan ($(BACKEND))"
+	$(MAKE) --no-print-directory B=build/asan-$(BACKEND) CFLAGS="-O1 -g $(SAN_FLAGS)" \
+	  build/asan-$(BACKEND)/test_fiber
+	$(ASAN_ENV) sh scripts/run_suites.sh "c-asan-$(BACKEND)=build/asan-$(BACKEND)/test_fiber"
+
+valgrind: deps-valgrind $(B)/test_fiber
+	@echo "== C tests under valgrind ($(BACKEND)); the two guard-page tests' children"
+	@echo "   die of SIGSEGV on purpose, and valgrind announces each such death"
+	sh scripts/run_suites.sh "c-valgrind-$(BACKEND)=$(VALGRIND) $(B)/test_fiber"
+
+# ---- bench and demo ----------------------------------------------------------
+# Boost.Context is linked statically, so its calls are direct like ours; the
+# shared library would add a PLT jump (about 3 ns) to every fcontext switch.
+BOOST_CTX = -Wl,-Bstatic -lboost_context -Wl,-Bdynamic
+
+$(B)/bench_c: scripts/bench_c.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -std=gnu99 $< $(LIB_A) -o $@ $(BOOST_CTX) $(LDLIBS)
+
+$(B)/bench_c_nofpcw: scripts/bench_c.c $(LIB_SRC) $(LIB_HDR)
+	$(CC) $(ALL_CFLAGS) -std=gnu99 -DFSW_FPCW=0 $< $(LIB_SRC) -o $@ $(BOOST_CTX) $(LDLIBS)
+
+bench: deps-bench $(B)/bench_c $(B)/bench_c_nofpcw
+	@echo "== C switch: fiberswap vs Boost fcontext vs glibc ucontext (pinned to CPU 1)"
+	taskset -c 1 $(B)/bench_c
+	@echo "== the same, fiberswap built without the MXCSR/x87 save (FSW_FPCW=0)"
+	taskset -c 1 $(B)/bench_c_nofpcw
+
+$(B)/demo_c: scripts/demo.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+demo: deps-demo $(B)/demo_c
+	@echo "== demo: a fiber running C code on its own stack"
+	$(B)/demo_c
+
+# ---- packages ----------------------------------------------------------------
+deps-test deps-demo deps-bench deps-valgrind:
+	@sh scripts/deps.sh $(@:deps-%=%)
+
+# ---- install -----------------------------------------------------------------
+install: $(LIB_A)
+	@echo "== installing into $(DESTDIR)$(PREFIX)"
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(LIBDIR)/fiberswap.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define FSW_VERSION "\(.*\)"/\1/p' $(LIBDIR)/fiberswap.h)|' \
+	  $(LIBDIR)/fiberswap.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fiberswap.pc
+
+clean:
+	rm -rf build

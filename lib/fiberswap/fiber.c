@@ -1,0 +1,235 @@
+/* fiber.c: create, resume, yield, status and destroy, over the switch.
+ * Resume and yield do their bookkeeping, then tail-call the switch, so a
+ * switch costs one `ret`, straight back into the caller's code. */
+#define _GNU_SOURCE
+#include "fiberswap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "stack.h"
+#include "switch.h"
+#include "tools.h"
+
+/* A fiber's record lives at the top of its own stack, so creating one
+ * from the pool allocates nothing.  Its status is not stored: `resumer` is
+ * NULL while it is suspended, DEAD once its body returned, and otherwise
+ * the fiber (or thread root) that yield returns to; whether an active fiber
+ * is running or normal is whether it is the current one.  Resume and yield
+ * thus touch one field each. */
+struct fsw_fiber {
+  fsw_ctx ctx;         /* its own context while it is suspended */
+  fsw_ctx back;        /* its resumer's context while it is active: yield
+                          finds where to go one load away */
+  fsw_fiber *resumer;  /* NULL, DEAD, or whom yield returns to */
+  fsw_fn fn;
+  void *arg;
+  fsw_stack stack;
+#if FSW_ASAN
+  void *asan_fake;          /* ASan's fake stack while switched out */
+  const void *asan_bottom;  /* the stack ASan should know it by */
+  size_t asan_size;
+#endif
+};
+
+/* The resumer of a fiber whose body has returned; never dereferenced. */
+#define DEAD ((fsw_fiber *)(uintptr_t)1)
+
+/* Per-thread state: a record standing for the thread's own stack as a
+ * resumer (its context is kept in the `back` of the fiber it resumed), and
+ * the running fiber (NULL on the thread's own stack). */
+struct thread_state {
+  fsw_fiber root; /* first, so its address is the state's own */
+  fsw_fiber *current;
+#if FSW_ASAN
+  fsw_fiber *switching_from; /* the side that left, for the side that came */
+#endif
+};
+static FSW_TLS struct thread_state ts;
+
+/* The thread state, read through a call the compiler cannot see into.
+ * Code that runs after a switch uses this: a fiber may be continued on
+ * another OS thread, and a thread-local address computed before the switch
+ * would still point at the old thread's state. */
+__attribute__((noinline)) static struct thread_state *fresh_ts(void) {
+  struct thread_state *t = &ts;
+  __asm__ volatile("" : "+r"(t));
+  return t;
+}
+
+#if FSW_ASAN
+/* Tell ASan the stack is about to change to `to`'s; a dying `from` frees
+ * its fake stack. */
+static void asan_leave(fsw_fiber *from, fsw_fiber *to) {
+  fresh_ts()->switching_from = from;
+  __sanitizer_start_switch_fiber(
+      from->resumer == DEAD ? NULL : &from->asan_fake, to->asan_bottom,
+      to->asan_size);
+}
+
+/* Tell ASan we arrived; learn the thread stack's bounds when we came from
+ * it, since only ASan knows them. */
+static void asan_arrive(void *fake) {
+  struct thread_state *t = fresh_ts();
+  const void *bottom;
+  size_t size;
+  __sanitizer_finish_switch_fiber(fake, &bottom, &size);
+  if (t->switching_from == &t->root) {
+    t->root.asan_bottom = bottom;
+    t->root.asan_size = size;
+  }
+}
+#endif
+
+/* Save the running context in `save` and continue the one at `to_sp`
+ * (fiber `to`) with `value`; when `save` is continued, store what it was
+ * handed in *out and return FSW_OK.  `from` is the fiber that leaves.  The
+ * caller has done all the bookkeeping; nothing here touches thread-local
+ * state after the switch.  Without ASan this is the switch itself, reached
+ * by a tail call. */
+#if FSW_ASAN
+/* Not instrumented: `value` lives across the switch, so it must sit on the
+ * real stack.  Under detect_stack_use_after_return ASan would put it on a
+ * fake stack, which it frees when a dying fiber leaves. */
+__attribute__((noinline, no_sanitize_address)) static fsw_err transfer(
+    fsw_ctx *save, void *to_sp,
+                                                  void *value, void **out,
+                                                  fsw_fiber *from,
+                                                  fsw_fiber *to) {
+  asan_leave(from, to);
+  fsw__switch(save, to_sp, value, &value);
+  asan_arrive(from->asan_fake);
+  if (out) *out = value;
+  return FSW_OK;
+}
+#else
+#define transfer(save, to_sp, value, out, from, to) \
+  ((fsw_err)fsw__switch((save), (to_sp), (value), (out)))
+#endif
+
+/* Everything a fiber runs, from its first resume to its last switch. */
+static void fiber_main(void *data, void *value) {
+  fsw_fiber *f = data, *r;
+  struct thread_state *t;
+#if FSW_ASAN
+  asan_arrive(NULL);
+#endif
+  value = f->fn(f->arg, value);
+  /* The body returned: the fiber is dead; its value goes to the resumer. */
+  t = fresh_ts();
+  r = f->resumer;
+  f->resumer = DEAD;
+  t->current = r == &t->root ? NULL : r;
+  transfer(&f->ctx, FSW_CTX_TARGET(&f->back), value, NULL, f, r);
+  abort(); /* nothing ever switches back to a dead fiber */
+}
+
+fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
+  fsw_stack s;
+  fsw_fiber *f;
+  size_t usable;
+  uintptr_t top;
+  fsw_err err;
+
+  if (out) *out = NULL;
+  if (out == NULL || fn == NULL) return FSW_EINVAL;
+  err = fsw__stack_size_check(stacksize, &usable);
+  if (err != FSW_OK) return err;
+  err = fsw__stack_acquire(&s, usable);
+  if (err != FSW_OK) return err;
+
+  top = (uintptr_t)FSW_STACK_HI(&s);
+  f = (fsw_fiber *)((top - sizeof *f) & ~(uintptr_t)63);
+  f->resumer = NULL;
+  f->fn = fn;
+  f->arg = arg;
+  f->stack = s;
+#if FSW_ASAN
+  f->asan_fake = NULL;
+  f->asan_bottom = FSW_STACK_LO(&s);
+  f->asan_size = s.size;
+#endif
+  /* The first frames go just below the record, 16-byte aligned. */
+  fsw__ctx_init(&f->ctx, FSW_STACK_LO(&s), (void *)((uintptr_t)f & ~(uintptr_t)15),
+                fiber_main, f);
+  *out = f;
+  return FSW_OK;
+}
+
+/* Why a fiber that is not suspended cannot be resumed; off the hot path. */
+__attribute__((noinline, cold)) static fsw_err refusal(const fsw_fiber *f) {
+  if (f->resumer == DEAD) return FSW_EDEAD;
+  return f == ts.current ? FSW_ERUNNING : FSW_ENORMAL;
+}
+
+fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
+  fsw_fiber *cur;
+  if (f == NULL) return FSW_EINVAL;
+  if (f->resumer != NULL) return refusal(f);
+  cur = ts.current ? ts.current : &ts.root;
+  f->resumer = cur;
+  ts.current = f;
+  return transfer(&f->back, FSW_CTX_TARGET(&f->ctx), in, out, cur, f);
+}
+
+fsw_err fsw_yield(void *out, void **in) {
+  fsw_fiber *cur = ts.current, *r;
+  if (cur == NULL) return FSW_EOUTSIDE;
+  r = cur->resumer;
+  cur->resumer = NULL;
+  ts.current = r == &ts.root ? NULL : r;
+  return transfer(&cur->ctx, FSW_CTX_TARGET(&cur->back), out, in, cur, r);
+}
+
+fsw_status fsw_status_of(const fsw_fiber *f) {
+  if (f == NULL || f->resumer == DEAD) return FSW_DEAD;
+  if (f->resumer == NULL) return FSW_SUSPENDED;
+  return f == ts.current ? FSW_RUNNING : FSW_NORMAL;
+}
+
+fsw_fiber *fsw_current(void) { return ts.current; }
+
+fsw_err fsw_destroy(fsw_fiber *f) {
+  fsw_stack s;
+  if (f == NULL) return FSW_OK;
+  if (f->resumer != NULL && f->resumer != DEAD) return FSW_EBUSY;
+  s = f->stack; /* the record goes with the stack */
+  fsw__stack_release(&s);
+  return FSW_OK;
+}
+
+size_t fsw_stack_size(const fsw_fiber *f) { return f ? f->stack.size : 0; }
+
+const void *fsw_stack_guard(const fsw_fiber *f) {
+  return f ? f->stack.base : NULL;
+}
+
+size_t fsw_stack_used(const fsw_fiber *f) {
+  return f ? fsw__stack_used(&f->stack) : 0;
+}
+
+const char *fsw_strerror(fsw_err e) {
+  static const char *const names[FSW_ERR_COUNT] = {
+      "success",
+      "invalid argument: NULL fiber or entry function",
+      "stack size is zero (pass FSW_STACK_DEFAULT for the default)",
+      "stack size is below FSW_STACK_MIN",
+      "stack size is above FSW_STACK_MAX",
+      "cannot map a fiber stack: out of memory or address space",
+      "cannot map a fiber stack: vm.max_map_count reached (each mprotect "
+      "guard page costs 2 mappings; raise it with sysctl vm.max_map_count "
+      "or use Linux >= 6.13 for MADV_GUARD_INSTALL guards)",
+      "cannot install the stack guard page",
+      "cannot resume the running fiber",
+      "cannot resume a normal fiber (it is resuming another)",
+      "cannot resume a dead fiber",
+      "cannot yield from outside a fiber",
+      "cannot destroy a running or normal fiber",
+  };
+  if ((unsigned)e >= FSW_ERR_COUNT) return "unknown fiberswap error";
+  return names[e];
+}
+
+const char *fsw_backend(void) {
+  return FSW_UCONTEXT ? "ucontext" : "x86_64-sysv";
+}

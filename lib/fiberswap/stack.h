@@ -1,0 +1,38 @@
+/* stack.h: guarded fiber stacks and the per-thread pool that recycles them.
+ * A stack is one anonymous mapping: a guard page at the low end, then the
+ * usable bytes; released stacks wait in the pool, trimmed, for reuse. */
+#ifndef FSW_STACK_H
+#define FSW_STACK_H
+
+#include <stddef.h>
+#include "fiberswap.h"
+
+typedef struct fsw_stack {
+  char *base;        /* start of the mapping: the guard page */
+  size_t size;       /* usable bytes, from base + page to base + page + size */
+  unsigned vg_id;    /* valgrind's id for the registered stack, or 0 */
+} fsw_stack;
+
+/* The usable range of a stack. */
+#define FSW_STACK_LO(s) ((s)->base + fsw__page_size())
+#define FSW_STACK_HI(s) (FSW_STACK_LO(s) + (s)->size)
+
+/* The system page size, cached. */
+size_t fsw__page_size(void);
+
+/* Check a requested size and round it up to pages into *usable. */
+fsw_err fsw__stack_size_check(size_t request, size_t *usable);
+
+/* Get a stack of exactly `usable` bytes (already page-rounded), from this
+ * thread's pool when one fits, else freshly mapped and guarded.  On failure
+ * returns the error and holds nothing. */
+fsw_err fsw__stack_acquire(fsw_stack *s, size_t usable);
+
+/* Give a stack back: into this thread's pool (trimmed if it ran deep) or,
+ * when the pool is full, unmapped.  `s` is not usable afterwards. */
+void fsw__stack_release(fsw_stack *s);
+
+/* Bytes from the top of `s` down to its deepest non-zero word. */
+size_t fsw__stack_used(const fsw_stack *s);
+
+#endif

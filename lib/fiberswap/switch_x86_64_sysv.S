@@ -1,0 +1,173 @@
+/* switch_x86_64_sysv.S: fiberswap's context switch for x86-64, System V ABI.
+ * The ret trick: push callee-saved state, swap rsp, pop the other side's, ret.
+ *
+ * Saved frame, at the rsp stored in fsw_ctx.sp (offsets named in switch.h):
+ *
+ *   slot   offset  contents
+ *   FPCW      0    MXCSR (4 bytes), x87 control word (2), 2 bytes unused
+ *   OUT       8    void **: where this side wants the value it is handed
+ *   R15      16    r15
+ *   R14      24    r14
+ *   R13      32    r13
+ *   R12      40    r12          (new context: the start function's data)
+ *   RBX      48    rbx          (new context: the start function)
+ *   RBP      56    rbp          (new context: 0, ending frame-pointer chains)
+ *   RET      64    return address: where `ret` continues
+ *
+ * ABI: System V AMD64.  Kept: rbx, rbp, r12-r15, rsp, and the control bits
+ * of MXCSR and the x87 control word, which the ABI makes callee-saved.
+ * Everything else is caller-saved, so the C caller has already given it up.
+ * Alignment: a saved frame sits at rsp = 8 mod 16 (the caller's call left
+ * rsp = 8 mod 16 and the frame below RET is 64 bytes), so after the ret
+ * that pops it, rsp = 0 mod 16, as a new context's trampoline needs.
+ *
+ * Mechanism: fsw__switch(from, to_sp, value, out) pushes this side's state,
+ * stores rsp in from->sp, loads to_sp into rsp, pops the other side's state,
+ * stores `value` through that side's OUT pointer and returns 0 with `ret`.
+ * A new context is a frame that fsw__ctx_init planted at the top of a fresh
+ * stack, whose RET slot holds fsw__trampoline: the first switch to it
+ * `ret`s into the trampoline, which calls start(data, value).  start never
+ * returns (the fiber layer switches away when the body ends); if it did,
+ * the trampoline traps with ud2 instead of running off into garbage.
+ *
+ * Speed: fsw_resume and fsw_yield tail-call this function, so each switch
+ * runs exactly one `ret`, back into the code that called resume or yield.
+ * The target rsp comes in a register, never loaded here, so that `ret`
+ * resolves early when the return-stack buffer guessed the other side.
+ * FP control: both words are saved on every switch.  MXCSR is reloaded on
+ * every switch: reading back what stmxcsr just stored stalls (measured on
+ * AMD Zen), and an unconditional ldmxcsr is cheaper than that compare.  Its
+ * status flags come along, which the ABI allows (they are caller-saved).
+ * The x87 control word is compared and fldcw runs only when it differs,
+ * since fldcw is the costly one and x87 modes almost never change.
+ *
+ * Not supported: CET shadow stacks (SHSTK).  A `ret` onto another stack can
+ * never match a shadow stack, so this object never claims SHSTK; linked with
+ * -fcf-protection objects, the result does not claim it either.  It does
+ * carry endbr64 and claims IBT, which it honours.
+ */
+
+#include "switch.h"
+
+#if !FSW_UCONTEXT   /* a ucontext build assembles this file to nothing */
+
+#if defined(__CET__) && (__CET__ & 1)
+#define ENDBR endbr64
+#else
+#define ENDBR
+#endif
+
+        .text
+
+/* int fsw__switch(fsw_ctx *from [rdi], void *to_sp [rsi], void *value [rdx],
+ *                 void **out [rcx]) */
+        .globl  fsw__switch
+        .hidden fsw__switch
+        .type   fsw__switch, @function
+        .p2align 4
+fsw__switch:
+        .cfi_startproc
+        ENDBR
+        /* Keep the callee-saved registers and OUT on the outgoing stack. */
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        pushq   %rbx
+        .cfi_adjust_cfa_offset 8
+        pushq   %r12
+        .cfi_adjust_cfa_offset 8
+        pushq   %r13
+        .cfi_adjust_cfa_offset 8
+        pushq   %r14
+        .cfi_adjust_cfa_offset 8
+        pushq   %r15
+        .cfi_adjust_cfa_offset 8
+        pushq   %rcx
+        .cfi_adjust_cfa_offset 8
+        leaq    -8(%rsp), %rsp
+        .cfi_adjust_cfa_offset 8
+#if FSW_FPCW
+        /* Save our control words; keep the x87 one to compare against. */
+        stmxcsr FSW_FRAME_FPCW(%rsp)
+        fnstcw  FSW_FRAME_FPCW+4(%rsp)
+        movzwl  FSW_FRAME_FPCW+4(%rsp), %r8d
+#endif
+        /* Swap stacks: from here on rsp is the incoming context's frame,
+         * which has the same layout, so the CFI above still describes it. */
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+#if FSW_FPCW
+        /* Take the incoming MXCSR; its x87 word only if it differs. */
+        ldmxcsr FSW_FRAME_FPCW(%rsp)
+        xorw    FSW_FRAME_FPCW+4(%rsp), %r8w
+        jnz     .Lload_x87cw
+.Lx87cw_done:
+#endif
+        /* Restore the incoming side's registers and hand it the value. */
+        movq    FSW_FRAME_OUT(%rsp), %rcx
+        leaq    16(%rsp), %rsp
+        .cfi_adjust_cfa_offset -16
+        popq    %r15
+        .cfi_adjust_cfa_offset -8
+        popq    %r14
+        .cfi_adjust_cfa_offset -8
+        popq    %r13
+        .cfi_adjust_cfa_offset -8
+        popq    %r12
+        .cfi_adjust_cfa_offset -8
+        popq    %rbx
+        .cfi_adjust_cfa_offset -8
+        popq    %rbp
+        .cfi_adjust_cfa_offset -8
+        testq   %rcx, %rcx
+        jz      .Lno_out
+        movq    %rdx, (%rcx)
+.Lno_out:
+        xorl    %eax, %eax
+        ret
+#if FSW_FPCW
+        .cfi_adjust_cfa_offset 64
+.Lload_x87cw:
+        /* Out of line: the rare case where the two sides' x87 modes differ. */
+        fldcw   FSW_FRAME_FPCW+4(%rsp)
+        jmp     .Lx87cw_done
+#endif
+        .cfi_endproc
+        .size   fsw__switch, .-fsw__switch
+
+/* Entered by the first switch's `ret` to a new context, with rsp 16-byte
+ * aligned, r12 = data, rbx = start and rdx = the switched-in value (its OUT
+ * slot was NULL, so nothing was stored). */
+        .globl  fsw__trampoline
+        .hidden fsw__trampoline
+        .type   fsw__trampoline, @function
+        .p2align 4
+fsw__trampoline:
+        .cfi_startproc
+        /* The outermost frame of a fiber: unwinders and debuggers stop here. */
+        .cfi_undefined rip
+        movq    %r12, %rdi
+        movq    %rdx, %rsi
+        call    *%rbx
+        /* start returned, which it must never do: trap right here. */
+        ud2
+        .cfi_endproc
+        .size   fsw__trampoline, .-fsw__trampoline
+
+#if defined(__CET__) && (__CET__ & 1)
+/* Claim IBT (we have endbr64) and, deliberately, never SHSTK. */
+        .section .note.gnu.property, "a"
+        .p2align 3
+        .long   4                       /* name size: "GNU\0" */
+        .long   16                      /* descriptor size */
+        .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
+        .asciz  "GNU"
+        .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
+        .long   4                       /* data size */
+        .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
+        .long   0                       /* pad to 8 */
+#endif
+
+#endif /* !FSW_UCONTEXT */
+
+/* Non-executable stack: this object asks for nothing more than C does. */
+        .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,56 @@
+/* harness.h: a minimal test harness for fiberswap's C tests.
+ * Each TEST is a function; CHECK records a failure with its line and goes on. */
+#ifndef FSW_HARNESS_H
+#define FSW_HARNESS_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int h_failed_checks; /* failures inside the current test */
+static int h_passed, h_failed;
+static const char *h_suite = "c";
+
+/* Record a failed expectation without stopping the test. */
+#define CHECK(cond)                                                         \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__,   \
+              #cond);                                                       \
+      h_failed_checks++;                                                    \
+    }                                                                       \
+  } while (0)
+
+/* Compare two integers and print both on mismatch. */
+#define CHECK_EQ(a, b)                                                      \
+  do {                                                                      \
+    long long h_a = (long long)(a), h_b = (long long)(b);                   \
+    if (h_a != h_b) {                                                       \
+      fprintf(stderr, "  %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, \
+              __LINE__, #a, #b, h_a, h_b);                                  \
+      h_failed_checks++;                                                    \
+    }                                                                       \
+  } while (0)
+
+/* Run one test function and report it TAP-style on stdout. */
+#define RUN(fn)                                                             \
+  do {                                                                      \
+    h_failed_checks = 0;                                                    \
+    fn();                                                                   \
+    if (h_failed_checks == 0) {                                             \
+      h_passed++;                                                           \
+      printf("ok %d - %s\n", h_passed + h_failed, #fn);                     \
+    } else {                                                                \
+      h_failed++;                                                           \
+      printf("not ok %d - %s\n", h_passed + h_failed, #fn);                 \
+    }                                                                       \
+    fflush(stdout);                                                         \
+  } while (0)
+
+/* Print the suite's closing line (summed by the test runner) and exit. */
+#define DONE()                                                              \
+  do {                                                                      \
+    printf("%s: %d passed, %d failed\n", h_suite, h_passed, h_failed);      \
+    return h_failed != 0;                                                   \
+  } while (0)
+
+#endif
