@@ -5,12 +5,13 @@
 # Usage: sh scripts/deps.sh test|demo|bench|valgrind
 set -eu
 
-base="gcc clang make libc6-dev binutils"
+base="gcc clang make libc6-dev binutils pkg-config"
+lua="lua5.4 liblua5.4-dev lua-expat lua-lpeg"
 case "${1:-}" in
-  test)     want="$base" ;;
-  demo)     want="$base" ;;
-  bench)    want="$base libboost-context-dev util-linux valgrind" ;;
-  valgrind) want="$base valgrind" ;;
+  test)     want="$base $lua" ;;
+  demo)     want="$base $lua" ;;
+  bench)    want="$base $lua libboost-context-dev util-linux valgrind" ;;
+  valgrind) want="$base $lua valgrind" ;;
   *) echo "deps.sh: unknown profile '${1:-}' (want test, demo, bench or valgrind)" >&2; exit 2 ;;
 esac
 

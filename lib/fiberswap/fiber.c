@@ -137,6 +137,7 @@ fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
   if (err != FSW_OK) return err;
   err = fsw__stack_acquire(&s, usable);
   if (err != FSW_OK) return err;
+  fsw__overflow_thread();
 
   top = (uintptr_t)FSW_STACK_HI(&s);
   f = (fsw_fiber *)((top - sizeof *f) & ~(uintptr_t)63);
@@ -179,6 +180,10 @@ fsw_err fsw_yield(void *out, void **in) {
   cur->resumer = NULL;
   ts.current = r == &ts.root ? NULL : r;
   return transfer(&cur->ctx, FSW_CTX_TARGET(&cur->back), out, in, cur, r);
+}
+
+fsw_err fsw_transfer(fsw_fiber *f, void *value, void **out) {
+  return f ? fsw_resume(f, value, out) : fsw_yield(value, out);
 }
 
 fsw_status fsw_status_of(const fsw_fiber *f) {

@@ -75,6 +75,13 @@ fsw_err fsw_resume(fsw_fiber *f, void *in, void **out);
  * NULL, and FSW_OK is returned.  Outside any fiber returns FSW_EOUTSIDE. */
 fsw_err fsw_yield(void *out, void **in);
 
+/* fsw_resume(f, value, out) when f is not NULL, else fsw_yield(value, out).
+ * Code that both resumes and yields (a language binding's one entry point,
+ * say) can reach every switch from this single call site: both sides of a
+ * switch then return through identical addresses, which the CPU's
+ * return-stack buffer predicts. */
+fsw_err fsw_transfer(fsw_fiber *f, void *value, void **out);
+
 /* The status of `f` (FSW_DEAD for NULL). */
 fsw_status fsw_status_of(const fsw_fiber *f);
 
@@ -107,6 +114,15 @@ size_t fsw_pool_count(void);
 /* Unmap every stack in this thread's pool; returns how many were freed.
  * Call it before a thread exits to return the memory. */
 size_t fsw_pool_drain(void);
+
+/* Opt in (on != 0) or out of a report of fiber stack overflows: a SIGSEGV
+ * handler that, when a fault hits the running fiber's guard page, writes
+ * "fiberswap: fiber stack overflow: ..." to stderr, then hands the signal to
+ * the handler that was installed before it (or lets the fault kill the
+ * process, as it would have).  The handler runs on an alternate signal
+ * stack, which each thread gets on its first fsw_create after this call
+ * (or now, for the calling thread).  Returns whether it was on before. */
+int fsw_catch_overflow(int on);
 
 /* A short lowercase sentence naming `e`, for messages. */
 const char *fsw_strerror(fsw_err e);

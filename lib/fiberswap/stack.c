@@ -160,6 +160,7 @@ static fsw_err map_stack(fsw_stack *s, size_t usable) {
     return err;
   }
   s->base = base;
+  s->lo = base + page;
   s->size = usable;
   s->vg_id = 0;
 #if FSW_VALGRIND
@@ -172,7 +173,7 @@ static void unmap_stack(fsw_stack *s) {
 #if FSW_VALGRIND
   VALGRIND_STACK_DEREGISTER(s->vg_id);
 #endif
-  munmap(s->base, s->size + fsw__page_size());
+  munmap(s->base, (size_t)(s->lo - s->base) + s->size);
 }
 
 fsw_err fsw__stack_acquire(fsw_stack *s, size_t usable) {
@@ -228,20 +229,19 @@ static void make_key(void) {
 #define QUIET_END(result) ((void)0)
 #endif
 
-/* Did the stack's user go below the kept top?  Samples the page just
- * below it: a call chain that crossed it left return addresses there,
- * while a page never touched still reads as zero. */
+/* Did the stack's user go below the kept top?  Samples the 4 KiB just
+ * below it: a call chain that crossed them left return addresses there,
+ * while memory never touched still reads as zero.  Eight words, 512 bytes
+ * apart, keep this cheap enough for every release. */
 RAW_READ static int ran_deep(const fsw_stack *s, size_t keep) {
-  size_t page = fsw__page_size();
-  const uintptr_t *probe = /* page-aligned */
-      (const uintptr_t *)(const void *)(FSW_STACK_HI(s) - keep - page);
-  size_t step = 256 / sizeof *probe, words = page / sizeof *probe;
-  int deep = 0;
+  const uintptr_t *probe = /* 4 KiB-aligned */
+      (const uintptr_t *)(const void *)(FSW_STACK_HI(s) - keep - 4096);
+  uintptr_t any;
   QUIET_BEGIN;
-  for (size_t i = 0; i < words && !deep; i += step)
-    deep = (probe[i] | probe[i + step - 1]) != 0;
-  QUIET_END(deep); /* a verdict on raw words, not data to trace */
-  return deep;
+  any = probe[0] | probe[64] | probe[128] | probe[192] | probe[256] |
+        probe[320] | probe[384] | probe[511];
+  QUIET_END(any);
+  return any != 0;
 }
 
 void fsw__stack_release(fsw_stack *s) {
@@ -260,7 +260,7 @@ void fsw__stack_release(fsw_stack *s) {
     if (pool_key_ok) pthread_setspecific(pool_key, &pool);
     pool.registered = 1;
   }
-  if (s->size > keep + fsw__page_size() && ran_deep(s, keep))
+  if (s->size > keep + 4096 && ran_deep(s, keep))
     madvise(FSW_STACK_LO(s), s->size - keep, MADV_DONTNEED);
   p = (struct pooled *)(void *)(FSW_STACK_HI(s) - sizeof *p); /* aligned */
   p->s = *s;

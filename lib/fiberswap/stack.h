@@ -9,13 +9,14 @@
 
 typedef struct fsw_stack {
   char *base;        /* start of the mapping: the guard page */
-  size_t size;       /* usable bytes, from base + page to base + page + size */
+  char *lo;          /* the usable bytes, just above the guard page... */
+  size_t size;       /* ...and how many */
   unsigned vg_id;    /* valgrind's id for the registered stack, or 0 */
 } fsw_stack;
 
 /* The usable range of a stack. */
-#define FSW_STACK_LO(s) ((s)->base + fsw__page_size())
-#define FSW_STACK_HI(s) (FSW_STACK_LO(s) + (s)->size)
+#define FSW_STACK_LO(s) ((s)->lo)
+#define FSW_STACK_HI(s) ((s)->lo + (s)->size)
 
 /* The system page size, cached. */
 size_t fsw__page_size(void);
@@ -31,6 +32,10 @@ fsw_err fsw__stack_acquire(fsw_stack *s, size_t usable);
 /* Give a stack back: into this thread's pool (trimmed if it ran deep) or,
  * when the pool is full, unmapped.  `s` is not usable afterwards. */
 void fsw__stack_release(fsw_stack *s);
+
+/* Give this thread an alternate signal stack if overflow reports are on
+ * (overflow.c). */
+void fsw__overflow_thread(void);
 
 /* Bytes from the top of `s` down to its deepest non-zero word. */
 size_t fsw__stack_used(const fsw_stack *s);

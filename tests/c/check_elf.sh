@@ -20,7 +20,7 @@ no_shstk() { ! readelf -nW "$1" 2>/dev/null | grep -q SHSTK; }
 has_ibt() { readelf -nW "$1" 2>/dev/null | grep -q IBT; }
 has_note_stack() { readelf -SW "$1" | grep -q '\.note\.GNU-stack'; }
 
-srcs="$lib/fiber.c $lib/stack.c $lib/ctx_ucontext.c $lib/ctx_x86_64_sysv.c $lib/switch_x86_64_sysv.S"
+srcs="$lib/fiber.c $lib/stack.c $lib/overflow.c $lib/ctx_ucontext.c $lib/ctx_x86_64_sysv.c $lib/switch_x86_64_sysv.S"
 prog="$top/tests/c/test_fiber.c"
 
 # The switch object carries .note.GNU-stack, so it asks for no exec stack.

@@ -1480,6 +1480,116 @@ static void stack_overflow_hits_guard_page(void) {
   if (strstr(err, "fsw-guard-hit") == NULL) fprintf(stderr, "  child stderr: %s\n", err);
 }
 
+/* --------------------------------------------------- overflow reports */
+
+/* Install the test's own SIGSEGV handler, on the alternate stack, as the
+ * handler fsw_catch_overflow will find and chain to. */
+static int install_test_handler(void) {
+  stack_t ss;
+  struct sigaction sa;
+  ss.ss_sp = alt_stack;
+  ss.ss_size = sizeof alt_stack;
+  ss.ss_flags = 0;
+  if (sigaltstack(&ss, NULL) != 0) return 0;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_segv;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  return sigaction(SIGSEGV, &sa, NULL) == 0;
+}
+
+static void *overflow_now(void *arg, void *in) {
+  uintptr_t guard = to_num(fsw_stack_guard(fsw_current()));
+  (void)arg;
+  (void)in;
+  guard_lo = guard;
+  guard_hi = guard + page_size();
+  return to_ptr(overflow(0, NULL));
+}
+
+/* Child: with `chained`, a handler of the test's own is installed first. */
+static int report_child(int chained) {
+  fsw_fiber *f = NULL;
+  if (chained && !install_test_handler()) return 10;
+  if (fsw_catch_overflow(1) != 0) return 11;
+  if (fsw_create(&f, overflow_now, NULL, 64 * KIB) != FSW_OK) return 12;
+  fsw_resume(f, NULL, NULL);
+  return 13;
+}
+static int report_child_alone(void) { return report_child(0); }
+static int report_child_chained(void) { return report_child(1); }
+
+/* With overflow reports on, a fiber running off its stack makes the
+ * process say so on stderr, naming the fiber, and still die by SIGSEGV.
+ * Child exit codes: 11-12 setup failed, 13 the overflow returned. */
+static void overflow_report_names_the_fiber(void) {
+  char err[1024];
+  int status = run_in_child(report_child_alone, err, sizeof err);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  if (WIFEXITED(status)) fprintf(stderr, "  child exited with %d\n", WEXITSTATUS(status));
+  CHECK(strstr(err, "fiberswap: fiber stack overflow: fiber 0x") != NULL);
+  CHECK(strstr(err, "65536-byte stack") != NULL);
+  if (strstr(err, "fiberswap: fiber stack overflow") == NULL)
+    fprintf(stderr, "  child stderr: %s\n", err);
+}
+
+/* The report hands the signal on to the handler installed before it: the
+ * test's handler still sees the guard hit, after the report. */
+static void overflow_report_chains_to_previous_handler(void) {
+  char err[1024];
+  const char *report, *hit;
+  int status = run_in_child(report_child_chained, err, sizeof err);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  report = strstr(err, "fiberswap: fiber stack overflow");
+  hit = strstr(err, "fsw-guard-hit");
+  CHECK(report != NULL);
+  CHECK(hit != NULL);
+  CHECK(report == NULL || hit == NULL || report < hit);
+  if (report == NULL || hit == NULL) fprintf(stderr, "  child stderr: %s\n", err);
+}
+
+/* Child: a fault that is no fiber's overflow, under overflow reports. */
+static int unrelated_fault_child(void) {
+  volatile char *p;
+  if (!install_test_handler()) return 10;
+  if (fsw_catch_overflow(1) != 0) return 11;
+  p = mmap(NULL, page_size(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return 12;
+  guard_lo = guard_hi = 0;
+  p[0] = 1;
+  return 13;
+}
+
+/* A fault that is not a fiber's overflow gets no report, only the handler
+ * that was there before. */
+static void unrelated_fault_is_passed_on_unreported(void) {
+  char err[1024];
+  int status = run_in_child(unrelated_fault_child, err, sizeof err);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+  CHECK(strstr(err, "fsw-fault-elsewhere") != NULL);
+  CHECK(strstr(err, "fiberswap:") == NULL);
+}
+
+/* Child: turning reports off puts the previous handler back. */
+static int report_off_child(void) {
+  struct sigaction now;
+  if (!install_test_handler()) return 10;
+  if (fsw_catch_overflow(1) != 0) return 11;
+  if (fsw_catch_overflow(1) != 1) return 12; /* already on */
+  if (fsw_catch_overflow(0) != 1) return 13;
+  if (sigaction(SIGSEGV, NULL, &now) != 0) return 14;
+  if (now.sa_sigaction != on_segv) return 15;
+  return fsw_catch_overflow(0) == 0 ? 0 : 16;
+}
+
+/* fsw_catch_overflow says whether reports were on, and turning them off
+ * restores the handler that was there before. */
+static void overflow_report_can_be_turned_off(void) {
+  int status = run_in_child(report_off_child, NULL, 0);
+  CHECK(WIFEXITED(status));
+  if (WIFEXITED(status)) CHECK_EQ(WEXITSTATUS(status), 0);
+}
+
 /* --------------------------------------------------------------- threads */
 
 #define THREAD_FIBERS 3
@@ -1718,6 +1828,10 @@ int main(void) {
   RUN(create_reports_enomem_when_mmap_fails);
   RUN(guard_page_cannot_be_written);
   RUN(stack_overflow_hits_guard_page);
+  RUN(overflow_report_names_the_fiber);
+  RUN(overflow_report_chains_to_previous_handler);
+  RUN(unrelated_fault_is_passed_on_unreported);
+  RUN(overflow_report_can_be_turned_off);
   RUN(two_threads_run_their_own_fibers);
   RUN(fiber_migrates_to_another_thread);
   DONE();

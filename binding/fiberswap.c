@@ -1,0 +1,773 @@
+/* fiberswap.c: the Lua module, a drop-in for the coroutine library.
+ * Its coroutines are fibers: Lua threads that run on machine stacks of their
+ * own, so they can yield across any C call. */
+#include <stdint.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "compat.h"
+#include "fiberswap.h"
+
+/*
+** A fiber is a Lua thread that runs on a machine stack of its own.  Its
+** thread's Lua stack is empty before the first resume and after death, and
+** holds frames in between, so the built-in coroutine functions see it as
+** dead or non-suspended and never run it; and in every state but two, Lua's
+** own view of the thread is already the right answer:
+**
+**   fresh      the weak-keyed table `fibers` maps the thread to its body
+**              (or {body, stacksize}); it has no machine stack yet.
+**   active     running, or normal (it resumed another).  Its record lives
+**              in the frame of the resume that started it, then in its
+**              userdata; `running` and each record's `outer` chain them.
+**   suspended  its record is a userdata, armed when it first yielded: it
+**              has the __gc that frees the machine stack of a fiber
+**              abandoned while suspended, holds its thread, and is what
+**              `fibers` maps the thread to.
+**   dead       its machine stack went back to the pool; it is an ordinary
+**              dead coroutine, no longer known here.
+**
+** So a fiber that runs to the end without yielding (spawn) costs a thread
+** and a machine stack from the pool, nothing more.
+**
+** The body runs as lua_resume(co, NULL, ...) on the fiber's stack, of
+** fiber_start, which lua_calls it: errors keep their frames for tracebacks as
+** in a plain coroutine, each fiber gets a fresh C-call budget, and lua_yield
+** is refused inside, so only a stack switch can suspend the thread.
+**
+** Resume, yield and wrap's closures tail-call one function, xfer, which
+** holds the only call of fsw_transfer: both sides of every switch then
+** return through the same addresses (xfer, luaD_precall, luaV_execute),
+** which the CPU predicts.
+**
+** No error ever crosses stacks: the resumer raises its errors in its own
+** state on its own stack, and errors in a fiber stop at the lua_resume at the
+** bottom of that fiber's stack.
+*/
+
+#define REG_STATE "fiberswap.state"   /* registry: the module state */
+#define REG_FIBERS "fiberswap.fibers" /* registry: thread -> body or record */
+#define REG_RECORD "fiberswap.fiber"  /* registry: armed records' metatable */
+
+/* Upvalues of the module's functions; wrap's closures add the thread. */
+#define UV_FIBERS lua_upvalueindex(1)
+#define UV_STATE lua_upvalueindex(2)
+#define UV_CO lua_upvalueindex(3)
+
+/* OP_SPAWN resumes like OP_RESUME a fiber that was never in `fibers`. */
+enum op { OP_RESUME, OP_YIELD, OP_WRAP, OP_SPAWN };
+
+/* What a switch carries, packed into the pointer: a count and why.  From a
+ * resumer: the number of values it left on the fiber's thread (ST_YIELD).
+ * From a fiber: for ST_YIELD and ST_RETURN the number of values on top of
+ * its thread; for ST_ERROR the Lua status, with the error object on top. */
+enum { ST_YIELD, ST_RETURN, ST_ERROR };
+#define PACK(n, st) ((void *)(((intptr_t)(n) << 2) | (st)))
+#define PACK_N(p) ((int)((intptr_t)(p) >> 2))
+#define PACK_ST(p) ((int)((intptr_t)(p)&3))
+
+struct fiber;
+
+/* Per Lua state; kept in the registry, so it outlives every record.
+ * `cache` maps a thread to its armed record without a table lookup.  An
+ * armed record holds its thread, so the thread cannot be freed (and its
+ * address reused) before the record's entry is evicted, at its death or by
+ * its __gc. */
+#define CACHE_SIZE 256
+#define CACHE_SLOT(co) (((uintptr_t)(co) >> 6) % CACHE_SIZE)
+typedef struct mstate {
+  size_t stacksize; /* default for create, wrap and spawn */
+  long live;        /* fibers that hold a machine stack */
+  struct fiber *cache[CACHE_SIZE];
+} mstate;
+
+enum fstate { F_SUSPENDED, F_ACTIVE, F_DEAD };
+
+typedef struct fiber {
+  lua_State *co;        /* its thread; not a reference, see the __gc */
+  fsw_fiber *fsw;       /* its machine stack and context, or NULL */
+  mstate *ms;
+  struct fiber *outer;  /* while active: the fiber active around it */
+  size_t stacksize;
+  int state;            /* enum fstate */
+  int armed;            /* a userdata with a __gc, in `fibers` */
+} fiber;
+
+/* The innermost active fiber on this OS thread's current stack: set by the
+ * resumer around each switch, read by yield. */
+static FS_TLS fiber *running;
+
+/* ---------------------------------------------------------------- helpers */
+
+static mstate *getms(lua_State *L) {
+  return (mstate *)lua_touserdata(L, UV_STATE);
+}
+
+/* The thread argument #1, as lcorolib's getco. */
+static lua_State *getco(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  fs_argexpected(L, co, 1, FS_THREAD_TNAME);
+  return co;
+}
+
+/* What `fibers` holds for thread co (found at index idx): an armed record
+ * is returned; for a fresh fiber NULL is returned with its entry pushed;
+ * for anything else NULL with nothing pushed. */
+static fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
+  mstate *ms = getms(L);
+  fiber *f = ms->cache[CACHE_SLOT(co)];
+  int t;
+  *fresh = 0;
+  if (f != NULL && f->co == co) return f;
+  lua_pushvalue(L, idx);
+  t = lua_rawget(L, UV_FIBERS);
+  if (t == LUA_TUSERDATA) {
+    f = (fiber *)lua_touserdata(L, -1);
+    ms->cache[CACHE_SLOT(co)] = f;
+  } else if (t != LUA_TNIL) {
+    *fresh = 1;
+    return NULL;
+  }
+  lua_pop(L, 1);
+  return f;
+}
+
+/* The record of an active fiber of thread co, through the `outer` chain. */
+static fiber *active(lua_State *co) {
+  fiber *f;
+  for (f = running; f != NULL; f = f->outer)
+    if (f->co == co) return f;
+  return NULL;
+}
+
+/* Forget fiber co: no cache entry, no entry in `fibers`.  co is at idx. */
+static void forget(lua_State *L, lua_State *co, int idx) {
+  mstate *ms = getms(L);
+  if (ms->cache[CACHE_SLOT(co)] && ms->cache[CACHE_SLOT(co)]->co == co)
+    ms->cache[CACHE_SLOT(co)] = NULL;
+  lua_pushvalue(L, idx);
+  lua_pushnil(L);
+  lua_rawset(L, UV_FIBERS);
+}
+
+/* Give back a fiber's machine stack: its C frames, if any, are abandoned as
+ * a longjmp over them would abandon them.  Touches no Lua state, so the
+ * __gc can use it after the thread itself is gone. */
+static void release(fiber *f) {
+  if (f->fsw != NULL) {
+    fsw_destroy(f->fsw);
+    f->fsw = NULL;
+    f->ms->live--;
+  }
+  f->state = F_DEAD;
+}
+
+/* Check an optional stack size at index arg. */
+static size_t checksize(lua_State *L, int arg, size_t dflt) {
+  lua_Integer n;
+  if (lua_isnoneornil(L, arg)) return dflt;
+  n = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, n >= (lua_Integer)FSW_STACK_MIN &&
+                       n <= (lua_Integer)FSW_STACK_MAX,
+                arg, "stack size out of range (16384 to 1073741824 bytes)");
+  return (size_t)n;
+}
+
+/* ------------------------------------------------------- the fiber itself */
+
+/* First function on a fiber's thread: runs the body.  lua_call without a
+ * continuation makes lua_yield refuse inside, so only fiberswap's switch
+ * can suspend this thread. */
+static int fiber_start(lua_State *co) {
+  lua_call(co, lua_gettop(co) - 1, LUA_MULTRET);
+  return lua_gettop(co);
+}
+
+/* The machine-level body of every fiber, on the fiber's own stack: a fresh
+ * C-call budget (from = NULL) and a protected boundary that keeps every
+ * error on this stack.  `in` packs the number of values above fiber_start
+ * (the body and its arguments).  Reads its record only before it first
+ * runs Lua code: the record moves when the fiber first suspends. */
+static void *fiber_main(void *arg, void *in) {
+  lua_State *co = ((fiber *)arg)->co;
+  int nres = 0;
+  int status = fs_resume(co, NULL, PACK_N(in), &nres);
+  if (status == LUA_OK) return PACK(nres, ST_RETURN);
+  return PACK(status, ST_ERROR);
+}
+
+/* Resume a plain coroutine (or a dead fiber) as lcorolib does: for resume,
+ * as auxresume and luaB_coresume; for a wrap, as auxwrap. */
+static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
+  int status, nres = 0;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    status = -1;
+  } else {
+    lua_xmove(L, co, narg);
+    status = fs_resume(co, L, narg, &nres);
+    if (status == LUA_OK || status == LUA_YIELD) {
+      if (lua_checkstack(L, nres + 1)) {
+        if (op == OP_RESUME) lua_pushboolean(L, 1);
+        lua_xmove(co, L, nres);
+        return nres + (op == OP_RESUME);
+      }
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      status = -1;
+    } else
+      lua_xmove(co, L, 1);
+  }
+  if (op == OP_RESUME) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  status = lua_status(co);
+  if (status != LUA_OK && status != LUA_YIELD) { /* error in the coroutine */
+    status = fs_closethread(co, L);
+    lua_xmove(co, L, 1);
+  }
+  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+/* A fiber's resume failed, its message or error object on top: `false,
+ * msg` for resume, a raised error for wrap, with the position prefix Lua
+ * 5.4's wrap adds to strings (not to memory errors).  For an error raised
+ * inside the fiber (`inside`) wrap first closes the thread's pending
+ * to-be-closed variables, as Lua's wrap does. */
+static int resume_failed(lua_State *L, int op, lua_State *co, int status,
+                         int inside) {
+  if (op != OP_WRAP) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (inside) {
+    lua_pop(L, 1);
+    status = fs_closethread(co, L);
+    lua_xmove(co, L, 1);
+  }
+  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+/* Start fresh fiber co: take a machine stack, fill *f and lay out
+ * [fiber_start, body, args] on the thread.  For OP_SPAWN the thread holds
+ * [fiber_start, body] already; otherwise the fiber's `fibers` entry is on
+ * top of L, above the n arguments.  On failure pushes a message, leaves the
+ * fiber fresh and returns the Lua status to report. */
+static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
+  mstate *ms = getms(L);
+  size_t size = ms->stacksize;
+  fsw_err err;
+  if (op != OP_SPAWN) {
+    if (lua_type(L, -1) == LUA_TTABLE) { /* {body, stacksize} */
+      lua_rawgeti(L, -1, 2);
+      size = (size_t)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      lua_rawgeti(L, -1, 1);
+      lua_remove(L, -2);
+    }
+    if (!lua_checkstack(co, n + 2)) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "too many arguments to resume");
+      return LUA_ERRRUN;
+    }
+  }
+  err = fsw_create(&f->fsw, fiber_main, f, size);
+  if (err != FSW_OK) {
+    if (op != OP_SPAWN) lua_pop(L, 1);
+    lua_pushfstring(L, "not enough memory for a fiber stack of %d bytes (%s)",
+                    (int)size, fsw_strerror(err));
+    return LUA_ERRMEM;
+  }
+  if (op != OP_SPAWN) {
+    forget(L, co, op == OP_WRAP ? UV_CO : 1);
+    lua_pushcfunction(co, fiber_start);
+    lua_xmove(L, co, 1); /* the body */
+  }
+  lua_xmove(L, co, n); /* its arguments */
+  ms->live++;
+  f->co = co;
+  f->ms = ms;
+  f->stacksize = fsw_stack_size(f->fsw);
+  f->armed = 0;
+  return LUA_OK;
+}
+
+static int noop(lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+/* After the frames of a closed fiber were abandoned, its thread still
+ * counts their C calls (and the non-yieldable call at its bottom): lua_resume
+ * sets the count afresh, so an empty resume leaves the thread as a plain
+ * coroutine would be after coroutine.close. */
+static void reset_ccalls(lua_State *co) {
+  int nres;
+  lua_pushcfunction(co, noop);
+  fs_resume(co, NULL, 0, &nres);
+  lua_settop(co, 0);
+}
+
+/* Arm a record (see the top of the file), in protected mode: allocates.
+ * Stack: [record pointer, thread, fibers]. */
+static int arm_p(lua_State *L) {
+  fiber *f = (fiber *)lua_newuserdatauv(L, sizeof(fiber), 1);
+  *f = *(fiber *)lua_touserdata(L, 1);
+  f->armed = 1;
+  luaL_setmetatable(L, REG_RECORD);
+  lua_pushvalue(L, 2);
+  fs_setuservalue(L, -2, 1); /* the record holds its thread */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 3); /* fibers[thread] = record */
+  return 1;
+}
+
+/* A fiber suspended for the first time: move its record from the resume's
+ * frame into an armed userdata.  Returns the new record, or NULL if memory
+ * ran out, with the message pushed and the fiber closed. */
+static fiber *arm(lua_State *L, int op, lua_State *co, fiber *f) {
+  fiber *armed;
+  lua_pushcfunction(L, arm_p);
+  lua_pushlightuserdata(L, f);
+  lua_pushvalue(L, op == OP_WRAP ? UV_CO : 1);
+  lua_pushvalue(L, UV_FIBERS);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) { /* cannot anchor it: close it */
+    release(f);
+    fs_closethread(co, L);
+    reset_ccalls(co);
+    lua_pop(L, 1);
+    lua_pushliteral(L, "not enough memory to suspend a fiber");
+    return NULL;
+  }
+  armed = (fiber *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  f->ms->cache[CACHE_SLOT(co)] = armed;
+  return armed;
+}
+
+/* Resume fiber f of thread co with the n values on top of L (f is NULL for
+ * a fresh fiber, whose `fibers` entry is on top), or suspend the running
+ * fiber f (op == OP_YIELD) handing back the n values on top of L == co.
+ * Returns what the Lua function returns.  This holds the only call of
+ * fsw_transfer; the Lua functions tail-call it, so that every switch
+ * leaves and arrives through the same return addresses.
+ *
+ * Stack space: when Lua calls a C function it guarantees LUA_MINSTACK free
+ * slots above the arguments.  A suspended fiber sits in yield's frame and
+ * the resumer sits in resume's, whose arguments have left, so counts up to
+ * LUA_MINSTACK need no lua_checkstack. */
+__attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
+                                          fiber *f, int n) {
+  fiber first; /* the record of a fiber's first run, until it first yields */
+  fsw_fiber *target = NULL;
+  void *out = NULL;
+  if (op == OP_YIELD) {
+    if (fs_in_finalizer(L))
+      return luaL_error(L, "attempt to yield from inside a __gc metamethod "
+                           "(it would leave the collector stopped)");
+  } else {
+    if (f == NULL) {
+      int status = start(L, op, co, &first, n);
+      if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
+      f = &first;
+      n++; /* the body */
+    } else if (f->state != F_SUSPENDED) {
+      lua_pushliteral(L, "cannot resume non-suspended coroutine");
+      return resume_failed(L, op, co, LUA_OK, 0);
+    } else if (n > LUA_MINSTACK && !lua_checkstack(co, n)) {
+      lua_pushliteral(L, "too many arguments to resume");
+      return resume_failed(L, op, co, LUA_OK, 0);
+    } else if (n > 0)
+      lua_xmove(L, co, n);
+    f->state = F_ACTIVE;
+    f->outer = running;
+    running = f;
+    target = f->fsw;
+  }
+  fsw_transfer(target, PACK(n, ST_YIELD), &out); /* the one switch */
+  /* Hide op from the optimizer here: otherwise it threads the two tests of
+   * op through a duplicated call, and the call site would not be unique. */
+  __asm__("" : "+r"(op));
+  if (op == OP_YIELD) return PACK_N(out); /* what the resumer left us */
+  running = f->outer;
+  n = PACK_N(out);
+  if (PACK_ST(out) == ST_YIELD) {
+    f->state = F_SUSPENDED;
+    if (!f->armed && (f = arm(L, op, co, f)) == NULL)
+      return resume_failed(L, op, co, LUA_ERRMEM, 0);
+  } else { /* returned or failed: an ordinary dead coroutine from now on */
+    if (f->armed) forget(L, co, op == OP_WRAP ? UV_CO : 1);
+    release(f);
+  }
+  if (PACK_ST(out) == ST_ERROR) {
+    lua_xmove(co, L, 1);
+    return resume_failed(L, op, co, n, 1);
+  }
+  if (n >= LUA_MINSTACK && !lua_checkstack(L, n + 1)) {
+    lua_pop(co, n);
+    lua_pushliteral(L, "too many results to resume");
+    return resume_failed(L, op, co, LUA_OK, 0);
+  }
+  if (op != OP_WRAP) lua_pushboolean(L, 1);
+  if (n > 0) lua_xmove(co, L, n);
+  return n + (op != OP_WRAP);
+}
+
+static int l_resume(lua_State *L) {
+  lua_State *co = getco(L);
+  int fresh;
+  fiber *f = lookup(L, co, 1, &fresh);
+  if (f == NULL && !fresh) return plain_resume(L, OP_RESUME, co, lua_gettop(L) - 1);
+  return xfer(L, OP_RESUME, co, f, lua_gettop(L) - 1 - fresh);
+}
+
+static int l_yield(lua_State *L) {
+  fiber *f = running;
+  if (f == NULL || f->co != L) /* not a fiber: Lua's own rules */
+    return lua_yield(L, lua_gettop(L));
+  return xfer(L, OP_YIELD, L, f, lua_gettop(L));
+}
+
+/* The function wrap returns. */
+static int l_wrapped(lua_State *L) {
+  lua_State *co = lua_tothread(L, UV_CO);
+  int fresh;
+  fiber *f = lookup(L, co, UV_CO, &fresh);
+  if (f == NULL && !fresh) return plain_resume(L, OP_WRAP, co, lua_gettop(L));
+  return xfer(L, OP_WRAP, co, f, lua_gettop(L) - fresh);
+}
+
+/* ------------------------------------------------------------ the library */
+
+/* A fresh fiber for the function at index 1: pushes its thread. */
+static void newfiber(lua_State *L, size_t size) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_newthread(L);
+  lua_pushvalue(L, -1);
+  if (size == getms(L)->stacksize) /* the common case: just the body */
+    lua_pushvalue(L, 1);
+  else {
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, (lua_Integer)size);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_rawset(L, UV_FIBERS);
+}
+
+static int l_create(lua_State *L) {
+  newfiber(L, checksize(L, 2, getms(L)->stacksize));
+  return 1;
+}
+
+static int l_wrap(lua_State *L) {
+  newfiber(L, checksize(L, 2, getms(L)->stacksize));
+  lua_pushvalue(L, UV_FIBERS);
+  lua_pushvalue(L, UV_STATE);
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, l_wrapped, 3);
+  return 1;
+}
+
+/* create + resume: returns the thread, then what the resume returned.  The
+ * body goes straight to the new fiber, never through `fibers`. */
+static int l_spawn(lua_State *L) {
+  lua_State *co;
+  int n = lua_gettop(L) - 1, r;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  co = lua_newthread(L);
+  if (!lua_checkstack(co, n + 2)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "too many arguments to resume");
+    return 3;
+  }
+  lua_pushcfunction(co, fiber_start);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_replace(L, 1); /* [co, args...] */
+  r = xfer(L, OP_SPAWN, co, NULL, n);
+  if (lua_gettop(L) != r + 1) { /* a refusal left the arguments in place */
+    lua_pushvalue(L, 1);
+    lua_insert(L, -(r + 1));
+  }
+  return r + 1;
+}
+
+enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
+static const char *const statname[] = {"running", "dead", "suspended",
+                                       "normal"};
+
+/* A plain coroutine's status, as lcorolib's auxstatus; right for fibers
+ * that are active but never yielded, and for dead ones, too. */
+static int plain_status(lua_State *L, lua_State *co) {
+  if (L == co) return COS_RUN;
+  switch (lua_status(co)) {
+    case LUA_YIELD:
+      return COS_YIELD;
+    case LUA_OK: {
+      lua_Debug ar;
+      if (lua_getstack(co, 0, &ar)) return COS_NORM;
+      return lua_gettop(co) == 0 ? COS_DEAD : COS_YIELD;
+    }
+    default:
+      return COS_DEAD;
+  }
+}
+
+/* The status of the thread at index 1; *f gets its armed record, *fresh
+ * says whether it is a fresh fiber (its entry is then popped). */
+static int auxstatus(lua_State *L, lua_State *co, fiber **f, int *fresh) {
+  *f = lookup(L, co, 1, fresh);
+  if (*fresh) {
+    lua_pop(L, 1);
+    return COS_YIELD;
+  }
+  if (*f == NULL) return plain_status(L, co);
+  if ((*f)->state == F_SUSPENDED) return COS_YIELD;
+  return L == co ? COS_RUN : COS_NORM;
+}
+
+static int l_status(lua_State *L) {
+  lua_State *co = getco(L);
+  fiber *f;
+  int fresh;
+  lua_pushstring(L, statname[auxstatus(L, co, &f, &fresh)]);
+  return 1;
+}
+
+static int l_running(lua_State *L) {
+  int ismain = lua_pushthread(L);
+  lua_pushboolean(L, ismain);
+  return 2;
+}
+
+/* True anywhere inside a fiber but in a finalizer, and for any fiber that
+ * is not dead; Lua's answer otherwise. */
+static int l_isyieldable(lua_State *L) {
+  lua_State *co;
+  int yes;
+  if (lua_isnone(L, 1)) {
+    co = L;
+    yes = running != NULL && running->co == L;
+    if (yes) yes = !fs_in_finalizer(L);
+    else yes = lua_isyieldable(L);
+  } else {
+    fiber *f;
+    int fresh;
+    co = getco(L);
+    f = lookup(L, co, 1, &fresh);
+    if (fresh) lua_pop(L, 1);
+    if (f != NULL || fresh || active(co) != NULL)
+      yes = co != L || !fs_in_finalizer(L);
+    else
+      yes = lua_isyieldable(co);
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+/* Close a fiber as coroutine.close closes a coroutine: its pending
+ * to-be-closed variables are closed, here on the caller's stack, and its
+ * machine stack goes back to the pool.  C frames on that stack are
+ * abandoned, as a Lua error's longjmp would abandon them. */
+static int l_close(lua_State *L) {
+  lua_State *co = getco(L);
+  fiber *f;
+  int fresh;
+  int status = auxstatus(L, co, &f, &fresh);
+  if (status != COS_DEAD && status != COS_YIELD)
+    return luaL_error(L, "cannot close a %s coroutine", statname[status]);
+  if (f != NULL || fresh) {
+    forget(L, co, 1);
+    if (f != NULL) release(f);
+  }
+  status = fs_closethread(co, L);
+  if (status == LUA_OK) lua_pushboolean(L, 1);
+  else {
+    lua_pushboolean(L, 0);
+    lua_xmove(co, L, 1);
+  }
+  if (f != NULL) reset_ccalls(co);
+  return status == LUA_OK ? 1 : 2;
+}
+
+/* Any fiber that is not dead: fresh, active or suspended. */
+static int l_isfiber(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  int yes = 0;
+  if (co != NULL) {
+    int fresh;
+    fiber *f = lookup(L, co, 1, &fresh);
+    if (fresh) lua_pop(L, 1);
+    yes = f != NULL || fresh || active(co) != NULL;
+  }
+  lua_pushboolean(L, yes);
+  return 1;
+}
+
+/* stacksize([n]): the default stack size, and a new one.  Fresh fibers
+ * created with the old default keep it. */
+static int l_stacksize(lua_State *L) {
+  mstate *ms = getms(L);
+  size_t old = ms->stacksize;
+  if (!lua_isnone(L, 1)) {
+    size_t n = checksize(L, 1, old);
+    if (n != old) { /* pin the old size on fresh fibers that relied on it */
+      lua_pushnil(L);
+      while (lua_next(L, UV_FIBERS)) {
+        if (lua_type(L, -1) == LUA_TFUNCTION) {
+          lua_createtable(L, 2, 0);
+          lua_insert(L, -2);
+          lua_rawseti(L, -2, 1);
+          lua_pushinteger(L, (lua_Integer)old);
+          lua_rawseti(L, -2, 2);
+          lua_pushvalue(L, -2);
+          lua_insert(L, -2);
+          lua_rawset(L, UV_FIBERS); /* an existing key: next stays valid */
+        } else
+          lua_pop(L, 1);
+      }
+    }
+    ms->stacksize = n;
+  }
+  lua_pushinteger(L, (lua_Integer)old);
+  return 1;
+}
+
+/* info(co): what is known of thread co's fiber.  Any thread is accepted:
+ * plain coroutines and dead fibers report fiber = false and sizes of 0. */
+static int l_info(lua_State *L) {
+  lua_State *co = getco(L);
+  int fresh, status;
+  fiber *f = lookup(L, co, 1, &fresh);
+  size_t size = 0, used = 0;
+  if (f == NULL && !fresh) f = active(co);
+  if (fresh) { /* its entry is on top: body or {body, stacksize} */
+    size = getms(L)->stacksize;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 2);
+      size = (size_t)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    status = COS_YIELD;
+  } else if (f != NULL) {
+    size = f->stacksize;
+    used = f->fsw ? fsw_stack_used(f->fsw) : 0;
+    status = f->state == F_SUSPENDED ? COS_YIELD : L == co ? COS_RUN : COS_NORM;
+  } else
+    status = plain_status(L, co);
+  lua_createtable(L, 0, 4);
+  lua_pushboolean(L, f != NULL || fresh);
+  lua_setfield(L, -2, "fiber");
+  lua_pushinteger(L, (lua_Integer)size);
+  lua_setfield(L, -2, "stacksize");
+  lua_pushinteger(L, (lua_Integer)used);
+  lua_setfield(L, -2, "stackused");
+  lua_pushstring(L, statname[status]);
+  lua_setfield(L, -2, "status");
+  return 1;
+}
+
+static int l_stats(lua_State *L) {
+  mstate *ms = getms(L);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)ms->live);
+  lua_setfield(L, -2, "fibers");
+  lua_pushinteger(L, (lua_Integer)fsw_pool_count());
+  lua_setfield(L, -2, "pooled");
+  lua_pushinteger(L, (lua_Integer)ms->stacksize);
+  lua_setfield(L, -2, "stacksize");
+  lua_pushstring(L, fsw_backend());
+  lua_setfield(L, -2, "backend");
+  lua_pushstring(L, fsw_guard_kind());
+  lua_setfield(L, -2, "guard");
+  return 1;
+}
+
+/* catchoverflow([on]): opt in (default) or out of the stack-overflow
+ * report (fsw_catch_overflow); returns whether it was on. */
+static int l_catchoverflow(lua_State *L) {
+  int on = lua_isnone(L, 1) ? 1 : lua_toboolean(L, 1);
+  lua_pushboolean(L, fsw_catch_overflow(on));
+  return 1;
+}
+
+/* An armed record's finalizer: frees the machine stack of a fiber abandoned
+ * while suspended.  Its thread is still alive (the record holds it), but it
+ * is garbage, so nothing here touches it.  A second call finds nothing. */
+static int record_gc(lua_State *L) {
+  fiber *f = (fiber *)lua_touserdata(L, 1);
+  fiber **slot = &f->ms->cache[CACHE_SLOT(f->co)];
+  if (*slot == f) *slot = NULL;
+  release(f);
+  return 0;
+}
+
+static const luaL_Reg funcs[] = {
+    {"create", l_create},       {"resume", l_resume},
+    {"yield", l_yield},         {"status", l_status},
+    {"running", l_running},     {"isyieldable", l_isyieldable},
+    {"wrap", l_wrap},           {"close", l_close},
+    {"spawn", l_spawn},         {"isfiber", l_isfiber},
+    {"stacksize", l_stacksize}, {"info", l_info},
+    {"stats", l_stats},         {"catchoverflow", l_catchoverflow},
+    {NULL, NULL}};
+
+/* The per-state values every function shares, created on first require:
+ * pushes `fibers` and the module state. */
+static void openstate(lua_State *L) {
+  if (luaL_newmetatable(L, REG_RECORD)) {
+    lua_pushcfunction(L, record_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, REG_FIBERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_FIBERS);
+  }
+  if (lua_getfield(L, LUA_REGISTRYINDEX, REG_STATE) != LUA_TUSERDATA) {
+    mstate *ms;
+    lua_pop(L, 1);
+    ms = (mstate *)lua_newuserdatauv(L, sizeof(mstate), 0);
+    memset(ms, 0, sizeof *ms);
+    ms->stacksize = FS_DEFAULT_STACK;
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE);
+  }
+}
+
+LUAMOD_API int luaopen_fiberswap(lua_State *L);
+
+LUAMOD_API int luaopen_fiberswap(lua_State *L) {
+  luaL_checkversion(L);
+  lua_createtable(L, 0, (int)(sizeof funcs / sizeof funcs[0]));
+  openstate(L); /* [lib, fibers, state] */
+  luaL_setfuncs(L, funcs, 2);
+  lua_pushliteral(L, FSW_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}

@@ -1,0 +1,76 @@
+-- harness.lua: a minimal test harness for fiberswap's Lua specs.
+-- Each test is a named function; a failed check records where and goes on.
+local H = {}
+
+local passed, failed, current_failures = 0, 0, 0
+local suite = (arg and arg[0] or "lua"):match("([^/]+)%.lua$") or "lua"
+
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  return info and (info.short_src .. ":" .. (info.currentline or 0)) or "?"
+end
+
+local function fail(msg, level)
+  current_failures = current_failures + 1
+  io.stderr:write("  ", where(level + 1), ": ", msg, "\n")
+end
+
+-- Check that a value is truthy.
+function H.ok(v, msg)
+  if not v then fail(msg or "expected a true value", 2) end
+  return v
+end
+
+-- Check that two values are equal (==), printing both otherwise.
+function H.eq(got, want, msg)
+  if got ~= want then
+    fail((msg and msg .. ": " or "") .. "got " .. tostring(got) ..
+         ", want " .. tostring(want), 2)
+  end
+end
+
+-- Check that two lists of values (from table.pack) are equal.
+function H.same(got, want, msg)
+  local n = math.max(got.n or #got, want.n or #want)
+  for i = 1, n do
+    if got[i] ~= want[i] then
+      fail((msg and msg .. ": " or "") .. "value " .. i .. " is " ..
+           tostring(got[i]) .. ", want " .. tostring(want[i]), 2)
+      return
+    end
+  end
+end
+
+-- Check that fn(...) raises an error whose message contains `text`
+-- (plain substring) and return the message.
+function H.raises(text, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then
+    fail("expected an error containing '" .. text .. "'", 2)
+  elseif not tostring(err):find(text, 1, true) then
+    fail("error '" .. tostring(err) .. "' lacks '" .. text .. "'", 2)
+  end
+  return err
+end
+
+-- Run one named test; errors inside count as a failure.
+function H.test(name, fn)
+  current_failures = 0
+  local ok, err = xpcall(fn, debug.traceback)
+  if not ok then fail("error: " .. tostring(err), 1) end
+  if current_failures == 0 then
+    passed = passed + 1
+    print("ok " .. (passed + failed) .. " - " .. name)
+  else
+    failed = failed + 1
+    print("not ok " .. (passed + failed) .. " - " .. name)
+  end
+end
+
+-- Print the closing line that the suite runner sums; exit non-zero on failure.
+function H.done()
+  print(suite .. ": " .. passed .. " passed, " .. failed .. " failed")
+  os.exit(failed == 0 and 0 or 1, true) -- close the state: frees every fiber
+end
+
+return H
