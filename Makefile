@@ -64,7 +64,7 @@ ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on
 VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: all lib module module-test help test test-c test-lua test-elf bench demo asan valgrind install \
+.PHONY: all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan valgrind install \
         clean deps-test deps-bench deps-demo deps-valgrind
 
 all: lib module
@@ -74,12 +74,12 @@ lib: $(LIB_A)
 module: $(MOD)
 
 help:
-	@echo "make [all]        build $(LIB_A)"
+	@echo "make [all]        build $(LIB_A) and $(MOD)"
 	@echo "make test         install missing packages, run every suite (both backends)"
-	@echo "make bench        time the C switch against Boost fcontext and ucontext"
-	@echo "make demo         show a fiber running C code on its own stack"
-	@echo "make asan         the C tests under ASan+UBSan"
-	@echo "make valgrind     the C tests under valgrind memcheck"
+	@echo "make bench        fibers vs plain coroutines; the C switch vs Boost fcontext and ucontext"
+	@echo "make demo         a tour of fiberswap from Lua (make demo-c: from C)"
+	@echo "make asan         the C tests and Lua specs under ASan+UBSan"
+	@echo "make valgrind     the C tests and Lua specs under valgrind memcheck"
 	@echo "make install      header, library and pkg-config file into PREFIX=$(PREFIX)"
 	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
 
@@ -136,9 +136,11 @@ test: deps-test
 
 module-test: $(MOD) $(TESTMOD)
 
-# The Lua specs of one backend, as run_suites.sh arguments.
-lua_suites = $(foreach s,$(LUA_SPECS),"$(LUA)-$(1)-$(basename $(notdir $(s)))=\
-  LUA_CPATH='build/$(1)/$(LUA)/?.so;;' LUA_PATH='tests/lua/?.lua;;' $(LUA) $(s)")
+# The Lua specs as run_suites.sh arguments: $(1) names the suites, $(2) is
+# the build directory whose modules they load, $(3) what runs the interpreter.
+lua_run = $(foreach s,$(LUA_SPECS),"$(LUA)-$(1)-$(basename $(notdir $(s)))=\
+  LUA_CPATH='$(2)/$(LUA)/?.so;;' LUA_PATH='tests/lua/?.lua;;' $(3) $(LUA) $(s)")
+lua_suites = $(call lua_run,$(1),build/$(1),)
 
 test-lua: $(MOD) $(TESTMOD)
 	sh scripts/run_suites.sh $(call lua_suites,$(BACKEND))
@@ -151,16 +153,22 @@ test-elf:
 
 # test_maplimit runs natively only: at the map limit ASan's own mmap fails,
 # and 65,000 mappings overflow valgrind's segment table (VG_N_SEGMENTS).
-asan: deps-test
-	@echo "== C tests under ASan+UBSan ($(BACKEND))"
-	$(MAKE) --no-print-directory B=build/asan-$(BACKEND) CFLAGS="-O1 -g $(SAN_FLAGS)" \
-	  build/asan-$(BACKEND)/test_fiber
-	$(ASAN_ENV) sh scripts/run_suites.sh "c-asan-$(BACKEND)=build/asan-$(BACKEND)/test_fiber"
+# The interpreter is not instrumented, so the Lua specs preload the runtimes.
+SAN_PRELOAD = LD_PRELOAD='$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)'
+ASAN_B = build/asan-$(BACKEND)
 
-valgrind: deps-valgrind $(B)/test_fiber
-	@echo "== C tests under valgrind ($(BACKEND)); the two guard-page tests' children"
-	@echo "   die of SIGSEGV on purpose, and valgrind announces each such death"
-	sh scripts/run_suites.sh "c-valgrind-$(BACKEND)=$(VALGRIND) $(B)/test_fiber"
+asan: deps-test
+	@echo "== C tests and Lua specs under ASan+UBSan ($(BACKEND))"
+	$(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="-O1 -g $(SAN_FLAGS)" \
+	  $(ASAN_B)/test_fiber $(ASAN_B)/$(LUA)/fiberswap.so $(ASAN_B)/$(LUA)/fiberswap_test.so
+	$(ASAN_ENV) sh scripts/run_suites.sh "c-asan-$(BACKEND)=$(ASAN_B)/test_fiber" \
+	  $(call lua_run,asan-$(BACKEND),$(ASAN_B),$(SAN_PRELOAD))
+
+valgrind: deps-valgrind $(B)/test_fiber $(MOD) $(TESTMOD)
+	@echo "== C tests and Lua specs under valgrind ($(BACKEND)); the two guard-page"
+	@echo "   tests' children die of SIGSEGV on purpose, and valgrind announces each"
+	sh scripts/run_suites.sh "c-valgrind-$(BACKEND)=$(VALGRIND) $(B)/test_fiber" \
+	  $(call lua_run,valgrind-$(BACKEND),$(B),$(VALGRIND))
 
 # ---- bench and demo ----------------------------------------------------------
 # Boost.Context is linked statically, so its calls are direct like ours; the
@@ -173,7 +181,9 @@ $(B)/bench_c: scripts/bench_c.c $(LIB_A)
 $(B)/bench_c_nofpcw: scripts/bench_c.c $(LIB_SRC) $(LIB_HDR)
 	$(CC) $(ALL_CFLAGS) -std=gnu99 -DFSW_FPCW=0 $< $(LIB_SRC) -o $@ $(BOOST_CTX) $(LDLIBS)
 
-bench: deps-bench $(B)/bench_c $(B)/bench_c_nofpcw
+bench: deps-bench $(B)/bench_c $(B)/bench_c_nofpcw $(MOD)
+	@echo "== Lua ($(LUA)): fibers vs plain coroutines (pinned to CPU 1)"
+	$(LUA_ENV) taskset -c 1 $(LUA) scripts/bench_lua.lua
 	@echo "== C switch: fiberswap vs Boost fcontext vs glibc ucontext (pinned to CPU 1)"
 	taskset -c 1 $(B)/bench_c
 	@echo "== the same, fiberswap built without the MXCSR/x87 save (FSW_FPCW=0)"
@@ -182,8 +192,12 @@ bench: deps-bench $(B)/bench_c $(B)/bench_c_nofpcw
 $(B)/demo_c: scripts/demo.c $(LIB_A)
 	$(CC) $(ALL_CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
 
-demo: deps-demo $(B)/demo_c
-	@echo "== demo: a fiber running C code on its own stack"
+demo: deps-demo $(MOD)
+	@echo "== demo: a tour of fiberswap from Lua ($(LUA))"
+	$(LUA_ENV) $(LUA) scripts/demo.lua
+
+demo-c: deps-demo $(B)/demo_c
+	@echo "== demo: a fiber running C code on its own stack, from C"
 	$(B)/demo_c
 
 # ---- packages ----------------------------------------------------------------

@@ -198,6 +198,31 @@ static void *fiber_main(void *arg, void *in) {
   return PACK(status, ST_ERROR);
 }
 
+/* A resume failed, its message or error object on top: `false, msg` for
+ * resume, a raised error for wrap, with the position prefix Lua 5.4's wrap
+ * adds to strings (not to memory errors).  For an error raised inside the
+ * coroutine (`inside`) wrap first closes the thread's pending to-be-closed
+ * variables, as Lua's wrap does. */
+static int resume_failed(lua_State *L, int op, lua_State *co, int status,
+                         int inside) {
+  if (op != OP_WRAP) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (inside) {
+    lua_pop(L, 1);
+    status = fs_closethread(co, L);
+    lua_xmove(co, L, 1);
+  }
+  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
 /* Resume a plain coroutine (or a dead fiber) as lcorolib does: for resume,
  * as auxresume and luaB_coresume; for a wrap, as auxwrap. */
 static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
@@ -220,47 +245,9 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
     } else
       lua_xmove(co, L, 1);
   }
-  if (op == OP_RESUME) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 2;
-  }
   status = lua_status(co);
-  if (status != LUA_OK && status != LUA_YIELD) { /* error in the coroutine */
-    status = fs_closethread(co, L);
-    lua_xmove(co, L, 1);
-  }
-  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
-    luaL_where(L, 1);
-    lua_insert(L, -2);
-    lua_concat(L, 2);
-  }
-  return lua_error(L);
-}
-
-/* A fiber's resume failed, its message or error object on top: `false,
- * msg` for resume, a raised error for wrap, with the position prefix Lua
- * 5.4's wrap adds to strings (not to memory errors).  For an error raised
- * inside the fiber (`inside`) wrap first closes the thread's pending
- * to-be-closed variables, as Lua's wrap does. */
-static int resume_failed(lua_State *L, int op, lua_State *co, int status,
-                         int inside) {
-  if (op != OP_WRAP) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 2;
-  }
-  if (inside) {
-    lua_pop(L, 1);
-    status = fs_closethread(co, L);
-    lua_xmove(co, L, 1);
-  }
-  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
-    luaL_where(L, 1);
-    lua_insert(L, -2);
-    lua_concat(L, 2);
-  }
-  return lua_error(L);
+  return resume_failed(L, op, co, status,
+                       status != LUA_OK && status != LUA_YIELD);
 }
 
 /* Start fresh fiber co: take a machine stack, fill *f and lay out
