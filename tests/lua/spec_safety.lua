@@ -1,0 +1,979 @@
+-- spec_safety.lua: what fibers must never break: errors, debug, the collector, memory.
+-- Errors stay on their own stack, finalizers cannot yield, garbage fibers give their stacks back, and no misuse crashes.
+local H = require "harness"
+local fs = require "fiberswap"
+local T = require "fiberswap_test"
+
+local pack, unpack = table.pack, table.unpack
+local builtin = coroutine
+
+-- This file as debug.getinfo names it, for finding its lines in tracebacks.
+local SRC = debug.getinfo(1, "S").short_src
+
+-- The line after the one this is called from.
+local function nextline()
+  return debug.getinfo(2, "l").currentline + 1
+end
+
+-- Resume co with the given values, then with answer(...) of what it yields,
+-- until it stops.  Returns the last resume's results, packed.
+local function finish(co, answer, ...)
+  local r = pack(fs.resume(co, ...))
+  while r[1] and fs.status(co) == "suspended" do
+    r = pack(fs.resume(co, answer(unpack(r, 2, r.n))))
+  end
+  return r
+end
+
+-- A to-be-closed value that appends `name` to the list `log` when closed.
+local function closer(log, name)
+  return setmetatable({}, {__close = function() log[#log + 1] = name end})
+end
+
+-- A message without the "file:line: " position Lua puts in front.
+local function bare(msg)
+  return (tostring(msg):gsub("^[^:]*:%d+: ", ""))
+end
+
+-- ------------------------------------------------- child processes
+
+-- Quote s for sh.
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- The interpreter running this file.
+local function interpreter()
+  local i = -1
+  while arg[i - 1] do i = i - 1 end
+  return arg[i]
+end
+
+local HAVE_VALGRIND = os.execute("command -v valgrind >/dev/null 2>&1") == true
+local VALGRIND = "valgrind -q --error-exitcode=99 --leak-check=full " ..
+                 "--errors-for-leak-kinds=definite"
+
+-- Run `code` in a fresh interpreter with this one's module paths, without
+-- core dumps, stdout and stderr together; `env` (NAME=value words) and
+-- `wrapper` (a command such as valgrind) are optional.  exec leaves no
+-- shell in between, so the child's own death is what close reports.
+-- Returns how it ended ("exit" or "signal"), the code, and its output.
+local function child(code, env, wrapper)
+  local cmd = "ulimit -c 0; exec env LUA_CPATH=" .. shq(package.cpath) ..
+              " LUA_PATH=" .. shq(package.path) .. " " .. (env or "") .. " " ..
+              (wrapper or "") .. " " .. shq(interpreter()) ..
+              " -e " .. shq(code) .. " 2>&1"
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local _, how, n = p:close()
+  return how, n, out
+end
+
+-- Check that a child exited 0 after printing `marker` on a line of its own.
+local function exited(how, n, out, marker)
+  H.eq(how, "exit", "how the child ended; output: " .. out)
+  H.eq(n, 0, "exit status; output: " .. out)
+  H.ok(("\n" .. out):find("\n" .. marker .. "\n", 1, true),
+       "the child printed " .. marker .. "; output: " .. out)
+end
+
+-- ================================================ errors never cross stacks
+
+-- An answer for finish: the yielded values, sent back.
+local function same(...) return ... end
+
+-- Run body(...) in a fiber, resuming it with answer(...) of each yield,
+-- until it fails with `want`, which resume must return as it is; then
+-- check the resumer goes on normally: the fiber is dead, its stack is
+-- back, a new fiber runs.
+local function failsalone(body, want, answer, ...)
+  local base = fs.stats().fibers
+  local co = fs.create(body)
+  local r = finish(co, answer, ...)
+  H.eq(r[1], false, "resume's status")
+  H.eq(r[2], want, "the error object")
+  H.eq(r.n, 2, "values from resume")
+  H.eq(fs.status(co), "dead")
+  H.eq(fs.stats().fibers, base, "live fibers after the error")
+  local after = fs.create(function(x) return fs.yield(x + 1) * 2 end)
+  H.same(pack(fs.resume(after, 1)), {true, 2, n = 2}, "a new fiber after it")
+  H.same(pack(fs.resume(after, 5)), {true, 10, n = 2})
+end
+
+H.test("an error at a fiber's top level comes back from resume as the same object", function()
+  local obj = {}
+  failsalone(function() fs.yield() error(obj) end, obj, same)
+  failsalone(function() error("top level", 0) end, "top level", same)
+end)
+
+H.test("an error inside a table.sort comparator comes back from resume", function()
+  local obj = setmetatable({}, {__tostring = function() return "cmp failed" end})
+  failsalone(function(list)
+    table.sort(list, function(a, b)
+      if fs.yield(a, b) == "fail" then error(obj) end
+      return a < b
+    end)
+  end, obj, function() return "fail" end, {3, 1, 2})
+  -- Raised at the second comparison, after one normal resume.
+  local n = 0
+  failsalone(function(list)
+    table.sort(list, function(a, b)
+      n = n + 1
+      if n == 2 then error(obj) end
+      return fs.yield(a < b)
+    end)
+  end, obj, same, {3, 1, 2})
+end)
+
+H.test("an error inside fiberswap_test.produce's callback comes back from resume", function()
+  local obj = {}
+  failsalone(function()
+    return T.produce(10, function(i)
+      if i == 4 then error(obj) end
+      return fs.yield(i)
+    end)
+  end, obj, same)
+end)
+
+H.test("an error deep in fiberswap_test.recurse's C frames comes back from resume", function()
+  local obj = {}
+  -- Raised by Lua called from the bottom of 100 C frames, after a yield.
+  failsalone(function()
+    return T.recurse(100, function() fs.yield("bottom") error(obj) end)
+  end, obj, same)
+  -- Raised by a C function (luaL_error) under the same 100 C frames.
+  local line = nextline()
+  local function bad() local s = T.produce(1, function() return "x" end) return s end
+  failsalone(function()
+    return T.recurse(100, function() fs.yield() return bad() end)
+  end, SRC .. ":" .. line .. ": produce: callback returned string for 1, not an integer", same)
+end)
+
+H.test("an error in a fiber resumed by a fiber stops at the inner resume", function()
+  local obj = {}
+  local inner = fs.create(function()
+    table.sort({2, 1}, function() fs.yield() error(obj) end)
+  end)
+  local outer = fs.create(function()
+    local log = {}
+    log[1] = pack(fs.resume(inner))
+    log[2] = pack(fs.resume(inner))
+    return log, fs.yield("outer goes on")
+  end)
+  H.same(pack(fs.resume(outer)), {true, "outer goes on", n = 2})
+  local r = pack(fs.resume(outer, "back"))
+  H.eq(r[1], true)
+  H.same(r[2][1], {true, n = 1}, "inner's first resume")
+  H.same(r[2][2], {false, obj, n = 2}, "inner's error")
+  H.eq(r[3], "back")
+  H.eq(fs.status(inner), "dead")
+  H.eq(fs.status(outer), "dead")
+end)
+
+H.test("an error raised by the resumer leaves a suspended fiber intact", function()
+  local obj = {}
+  local list = {5, 2, 4, 1, 3}
+  local co = fs.create(function(l)
+    table.sort(l, function(a, b) return fs.yield(a, b) end)
+    return table.concat(l, " ")
+  end)
+  -- The fiber suspends inside the pcall that the resumer's error unwinds.
+  local first
+  local ok, err = pcall(function()
+    first = pack(fs.resume(co, list))
+    error(obj)
+  end)
+  H.eq(ok, false)
+  H.eq(err, obj)
+  H.eq(fs.status(co), "suspended")
+  -- A resumer that is itself a fiber and dies of an error after a resume.
+  local resumer = fs.create(function()
+    first = pack(fs.resume(co, first[2] < first[3]))
+    error("the resumer failed", 0)
+  end)
+  H.same(pack(fs.resume(resumer)), {false, "the resumer failed", n = 2})
+  H.eq(fs.status(co), "suspended")
+  local r = first
+  while fs.status(co) == "suspended" do r = pack(fs.resume(co, r[2] < r[3])) end
+  H.same(r, {true, "1 2 3 4 5", n = 2})
+end)
+
+H.test("pcall inside a fiber catches an error raised after the yield it surrounds", function()
+  local obj = {}
+  local co = fs.create(function()
+    local ok1, e1 = pcall(function()
+      if fs.yield("in pcall") == "raise" then error(obj) end
+    end)
+    local ok2, e2 = pcall(table.sort, {2, 1}, function()
+      fs.yield("in sort")
+      error("sort failed", 0)
+    end)
+    return ok1, e1, ok2, e2
+  end)
+  H.same(pack(fs.resume(co)), {true, "in pcall", n = 2})
+  H.same(pack(fs.resume(co, "raise")), {true, "in sort", n = 2})
+  H.same(pack(fs.resume(co)), {true, false, obj, false, "sort failed", n = 5})
+  H.eq(fs.status(co), "dead")
+end)
+
+-- ============================================ debug: tracebacks, getinfo, hooks
+
+local FAIL_LINE = nextline()
+local function failing() error("failed here") end
+
+-- The traceback of a coroutine of `lib` after body(lib) fails in it.
+local function deadtrace(lib, body)
+  local co = lib.create(body)
+  local r = pack(lib.resume(co, lib))
+  while r[1] and lib.status(co) == "suspended" do r = pack(lib.resume(co)) end
+  H.eq(r[1], false, "the body failed")
+  return debug.traceback(co), co
+end
+
+H.test("the traceback of a fiber that failed names the failing line, as a coroutine's does", function()
+  local where = SRC .. ":" .. FAIL_LINE .. ":"
+  local want = deadtrace(builtin, function() failing() end)
+  local got, co = deadtrace(fs, function(lib) lib.yield() failing() end)
+  H.ok(want:find(where, 1, true), "built-in traceback: " .. want)
+  H.ok(got:find(where, 1, true), "fiber traceback: " .. got)
+  H.eq(fs.status(co), "dead")
+end)
+
+H.test("the traceback of a fiber that failed in a comparator names the line and table.sort", function()
+  local where = SRC .. ":" .. FAIL_LINE .. ":"
+  local want = deadtrace(builtin, function() table.sort({2, 1}, failing) end)
+  local got = deadtrace(fs, function(lib)
+    table.sort({2, 1}, function() lib.yield() failing() end)
+  end)
+  for _, t in ipairs({want, got}) do
+    H.ok(t:find(where, 1, true), "traceback: " .. t)
+    H.ok(t:find("in function 'table.sort'", 1, true), "traceback: " .. t)
+  end
+end)
+
+H.test("debug.getinfo levels 0 and 1 of a suspended fiber are yield and its caller", function()
+  local line
+  local function body(lib)
+    local x = 1
+    line = nextline()
+    lib.yield(x)
+  end
+  for _, lib in ipairs({builtin, fs}) do
+    local co = lib.create(body)
+    lib.resume(co, lib)
+    local l0, l1 = debug.getinfo(co, 0, "Sl"), debug.getinfo(co, 1, "Sl")
+    H.eq(l0 and l0.what, "C", "level 0")
+    H.eq(l1 and l1.what, "Lua", "level 1")
+    H.eq(l1 and l1.short_src, SRC, "level 1 source")
+    H.eq(l1 and l1.currentline, line, "level 1 line")
+    lib.close(co)
+  end
+end)
+
+H.test("debug.getinfo walks a fiber suspended inside table.sort", function()
+  local yline, sline
+  local co = fs.create(function()
+    sline = nextline()
+    table.sort({2, 1}, function(a, b)
+      yline = nextline()
+      return fs.yield(a, b)
+    end)
+  end)
+  fs.resume(co)
+  local l1, l2, l3 = debug.getinfo(co, 1, "Sl"), debug.getinfo(co, 2, "Sn"),
+                     debug.getinfo(co, 3, "Sl")
+  H.eq(debug.getinfo(co, 0, "S").what, "C", "level 0: yield")
+  H.eq(l1.currentline, yline, "level 1: the comparator")
+  H.eq(l2.what, "C", "level 2: table.sort")
+  H.eq(l3.currentline, sline, "level 3: the body")
+  H.same(pack(fs.close(co)), {true, n = 1})
+end)
+
+-- The lines a line hook set on body's suspended coroutine sees when it is
+-- resumed; checks the hook ran on that thread only.
+local function hooked(lib, body)
+  local co = lib.create(body)
+  lib.resume(co, lib)
+  local lines, threads = {}, {}
+  debug.sethook(co, function(_, line)
+    lines[#lines + 1] = line
+    threads[builtin.running()] = true
+  end, "l")
+  local main = 1 -- lines of the resumer: no hook here
+  main = main + 1
+  local r = pack(lib.resume(co))
+  debug.sethook(co)
+  H.eq(r[1], true, "resume")
+  H.eq(next(threads), co, "the hook ran on the coroutine")
+  H.eq(next(threads, co), nil, "and on no other thread")
+  return lines
+end
+
+H.test("a line hook set on a suspended fiber fires when it resumes, as on a coroutine", function()
+  local yline
+  local function body(lib)
+    yline = nextline()
+    lib.yield()
+    local x = 1
+    return x + 1
+  end
+  local want = hooked(builtin, body)
+  local got = hooked(fs, body)
+  H.same(want, {yline + 1, yline + 2}, "built-in")
+  H.same(got, want, "fiber")
+  H.eq(#got, #want)
+end)
+
+H.test("a line hook set on a fiber suspended inside table.sort fires in the comparator", function()
+  local yline
+  local lines = hooked(fs, function(lib)
+    table.sort({2, 1}, function(a, b)
+      yline = nextline()
+      lib.yield()
+      return a < b
+    end)
+  end)
+  H.eq(lines[1], yline + 1, "first line after the yield")
+end)
+
+-- ======================================================= __gc finalizers
+
+local GCYIELD = "attempt to yield from inside a __gc metamethod " ..
+                "(it would leave the collector stopped)"
+
+-- Leave an unreachable object whose finalizer calls fn, and nothing of it
+-- on the caller's stack.
+local function garbage(fn)
+  setmetatable({}, {__gc = fn})
+end
+
+H.test("yield inside a finalizer run on a fiber's stack is refused, and the fiber goes on", function()
+  local seen = {}
+  local co = fs.create(function()
+    garbage(function()
+      seen.thread = builtin.running()
+      seen.yieldable = fs.isyieldable()
+      seen.yieldable_co = fs.isyieldable(seen.thread)
+      seen.builtin_yieldable = builtin.isyieldable()
+      seen.r = pack(pcall(fs.yield, "from gc"))
+      seen.r2 = pack(pcall(function() fs.yield() end))
+    end)
+    collectgarbage()
+    return fs.yield("after the finalizer")
+  end)
+  H.same(pack(fs.resume(co)), {true, "after the finalizer", n = 2})
+  H.eq(seen.thread, co, "the finalizer ran on the fiber's thread")
+  H.eq(seen.yieldable, false, "isyieldable() inside the finalizer")
+  H.eq(seen.yieldable_co, false, "isyieldable(co) inside the finalizer")
+  H.eq(seen.builtin_yieldable, false, "the built-in isyieldable there")
+  H.same(seen.r, {false, GCYIELD, n = 2})
+  H.eq(seen.r2 and seen.r2[1], false)
+  H.eq(bare(seen.r2 and seen.r2[2]), GCYIELD, "called from Lua: with a position")
+  H.same(pack(fs.resume(co, "last")), {true, "last", n = 2})
+  H.eq(fs.status(co), "dead")
+end)
+
+H.test("after a refused yield in a finalizer the collector still runs and finalizes", function()
+  local err, later = nil, 0
+  local co = fs.create(function()
+    garbage(function() err = select(2, pcall(fs.yield)) end)
+    collectgarbage()
+    local inside = {collectgarbage("isrunning"), type(collectgarbage("count"))}
+    garbage(function() later = later + 1 end)
+    collectgarbage()
+    inside[3] = later
+    return unpack(inside)
+  end)
+  H.same(pack(fs.resume(co)), {true, true, "number", 1, n = 4})
+  H.eq(err, GCYIELD)
+  H.eq(collectgarbage("isrunning"), true, "seen from the main thread")
+  H.eq(type(collectgarbage("count")), "number")
+  garbage(function() later = later + 1 end)
+  collectgarbage()
+  H.eq(later, 2, "a finalizer run from the main thread")
+end)
+
+H.test("yield in a finalizer run by an automatic collection step in a fiber is refused", function()
+  local err, ran
+  local co = fs.create(function()
+    garbage(function() ran = builtin.running(); err = select(2, pcall(fs.yield)) end)
+    local junk = {}
+    for i = 1, 1e6 do -- allocate until the collector has run the finalizer
+      junk[i % 100 + 1] = {i}
+      if ran then break end
+    end
+    return collectgarbage("isrunning")
+  end)
+  H.same(pack(fs.resume(co)), {true, true, n = 2})
+  H.eq(ran, co, "the finalizer ran on the fiber's thread")
+  H.eq(err, GCYIELD)
+end)
+
+H.test("an uncaught yield in a finalizer on a fiber becomes a Lua warning", function()
+  local how, n, out = child([[
+    local fs = require "fiberswap"
+    warn("@on")
+    local function garbage() setmetatable({}, {__gc = function() fs.yield() end}) end
+    local co = fs.create(function() garbage() collectgarbage() return "done" end)
+    print(fs.resume(co))
+    print("RUNNING", collectgarbage("isrunning"))
+    print("FINISHED")
+  ]])
+  exited(how, n, out, "FINISHED")
+  H.ok(out:find("true\tdone\n", 1, true), "the fiber finished: " .. out)
+  H.ok(out:find("RUNNING\ttrue\n", 1, true), "the collector runs: " .. out)
+  H.ok(out:find("Lua warning: error in __gc", 1, true), "the warning: " .. out)
+  H.ok(out:find(GCYIELD, 1, true), "its message: " .. out)
+end)
+
+-- ========================================= garbage fibers give back their stacks
+
+local POOL_MAX = 256 -- stacks a thread's pool keeps (lib/fiberswap/stack.c)
+
+-- A body that suspends in one of four places: plain Lua, a table.sort
+-- comparator, a qsort comparator, 20 C frames down.
+local function suspender(kind)
+  return function()
+    local yield = fs.yield
+    if kind == 0 then
+      yield("lua")
+    elseif kind == 1 then
+      table.sort({3, 1, 2}, function(a, b) return yield(a, b) end)
+    elseif kind == 2 then
+      T.qsort({3, 1, 2}, function(a, b) return yield(a, b) end)
+    else
+      T.recurse(20, function() return yield("c") end)
+    end
+    return "unreached"
+  end
+end
+
+-- Start n fibers that suspend mid-body, calling step() between every
+-- operation, and drop them all on return.  Returns how many suspended,
+-- and stats() while they were all still held.
+local function abandon(n, step)
+  local held, suspended = {}, 0
+  for i = 1, n do
+    local co = fs.create(suspender(i % 4))
+    step()
+    fs.resume(co)
+    step()
+    if fs.status(co) == "suspended" then suspended = suspended + 1 end
+    held[i] = co
+    step()
+  end
+  return suspended, fs.stats()
+end
+
+-- Abandon N suspended fibers under the current collector mode, collect, and
+-- check their stacks went to the pool and are taken from it again.
+local function reclaim(step)
+  local N = 200
+  local base = fs.stats().fibers
+  local suspended, held = abandon(N, step)
+  H.eq(suspended, N, "fibers suspended")
+  H.eq(held.fibers, base + N, "live fibers while suspended")
+  local mid = held.pooled
+  collectgarbage()
+  collectgarbage()
+  H.eq(fs.stats().fibers, base, "live fibers after collection")
+  local pooled = fs.stats().pooled
+  H.eq(pooled, math.min(mid + N, POOL_MAX), "pooled stacks after collection")
+  H.ok(pooled > mid, "the pool grew")
+  -- New fibers take their stacks from the pool.
+  local again = {}
+  for i = 1, N do
+    again[i] = fs.create(suspender(i % 4))
+    step()
+    fs.resume(again[i])
+  end
+  H.eq(fs.stats().pooled, math.max(pooled - N, 0), "pooled stacks after restarting")
+  H.eq(fs.stats().fibers, base + N)
+  for i = 1, N do H.eq(fs.close(again[i]), true) end
+  H.eq(fs.stats().fibers, base, "live fibers after closing")
+end
+
+local function nostep() end
+local function gcstep() collectgarbage("step") end
+
+H.test("200 abandoned suspended fibers are collected and their stacks reused (incremental)", function()
+  collectgarbage("incremental")
+  reclaim(nostep)
+end)
+
+H.test("200 abandoned suspended fibers are collected and their stacks reused (generational)", function()
+  collectgarbage("generational")
+  local ok, err = pcall(reclaim, nostep)
+  collectgarbage("incremental")
+  H.ok(ok, err)
+end)
+
+H.test("abandoned fibers are reclaimed with a collection step between every operation", function()
+  collectgarbage("incremental")
+  reclaim(gcstep)
+  collectgarbage("generational")
+  local ok, err = pcall(reclaim, gcstep)
+  collectgarbage("incremental")
+  H.ok(ok, err)
+end)
+
+-- ================================================== what a fiber keeps alive
+
+H.test("objects only a suspended fiber's locals and upvalues reach survive collection", function()
+  local probe = setmetatable({}, {__mode = "v"})
+  local function make()
+    local up = {n = 42}
+    probe.up = up
+    return function()
+      local obj = {payload = ("x"):rep(100) .. "!"}
+      probe.obj = obj
+      table.sort({2, 1}, function(a, b)
+        local inner = {"from the comparator"}
+        probe.inner = inner
+        fs.yield()
+        return inner[1] and a < b
+      end)
+      return obj.payload, up.n
+    end
+  end
+  local co = fs.create(make())
+  collectgarbage()
+  collectgarbage()
+  H.ok(probe.up, "the fresh fiber's body and upvalue survive")
+  fs.resume(co)
+  collectgarbage()
+  collectgarbage()
+  H.ok(probe.up, "upvalue")
+  H.ok(probe.obj, "local of the body")
+  H.ok(probe.inner, "local of the comparator")
+  local r = finish(co, function() end)
+  H.same(r, {true, ("x"):rep(100) .. "!", 42, n = 3})
+end)
+
+H.test("a table weak-keyed by fiber threads loses them when they are collected", function()
+  local weak = setmetatable({}, {__mode = "k"})
+  local base = fs.stats().fibers
+  local function make()
+    local fresh = fs.create(function() end)
+    local dead = fs.create(function() return 1 end)
+    fs.resume(dead)
+    local failed = fs.create(function() error("x") end)
+    fs.resume(failed)
+    local suspended = fs.create(suspender(1))
+    fs.resume(suspended)
+    local deep = fs.create(suspender(3))
+    fs.resume(deep)
+    weak[fresh], weak[dead], weak[failed] = "fresh", "dead", "failed"
+    weak[suspended], weak[deep] = "suspended", "deep"
+  end
+  make()
+  H.eq(fs.stats().fibers, base + 2)
+  collectgarbage()
+  collectgarbage()
+  local left = {}
+  for _, v in pairs(weak) do left[#left + 1] = v end
+  table.sort(left)
+  H.eq(table.concat(left, " "), "", "entries left")
+  H.eq(fs.stats().fibers, base, "live fibers")
+end)
+
+-- ====================================================== lua_close frees all
+
+-- A child's program: 100 suspended fibers (plain, in comparators, under C
+-- frames), with fresh, dead and abandoned ones besides; then lua_close.
+local CLOSING = [[
+  local fs = require "fiberswap"
+  local T = require "fiberswap_test"
+  local yield = fs.yield
+  local kept = {}
+  for i = 1, 100 do
+    local kind = i % 4
+    local co = fs.create(function()
+      local held = ("x"):rep(1000 + i)
+      if kind == 0 then yield()
+      elseif kind == 1 then table.sort({3, 1, 2}, function(a, b) return yield(a, b) end)
+      elseif kind == 2 then T.qsort({3, 1, 2}, function(a, b) return yield(a, b) end)
+      else T.recurse(50, function() return yield() end) end
+      return held
+    end)
+    assert(fs.resume(co))
+    assert(fs.status(co) == "suspended")
+    kept[i] = co
+  end
+  kept.fresh = fs.create(function() end)
+  kept.dead = fs.spawn(function() end)
+  for i = 1, 10 do fs.spawn(function() yield() end) end -- abandoned
+  print("SUSPENDED", fs.stats().fibers)
+  os.exit(0, true)
+]]
+
+H.test("lua_close with 100 suspended fibers exits cleanly", function()
+  local how, n, out = child(CLOSING)
+  exited(how, n, out, "SUSPENDED\t110")
+end)
+
+H.test("lua_close with 100 suspended fibers leaks nothing under valgrind", function()
+  if not HAVE_VALGRIND then
+    print("# skipped: valgrind is not on PATH")
+    return
+  end
+  local how, n, out = child(CLOSING, nil, VALGRIND)
+  exited(how, n, out, "SUSPENDED\t110")
+  H.ok(not out:find("definitely lost", 1, true), "valgrind: " .. out)
+end)
+
+-- ============================================ default stack vs Lua's own limits
+
+-- Each runs case's body in a fiber of the default stack size, in a child.
+-- probe() records the stack used at each level of C recursion.
+local RECURSION = [[
+  local fs = require "fiberswap"
+  local deepest = 0
+  local function probe()
+    local used = fs.info(fs.running()).stackused
+    if used > deepest then deepest = used end
+  end
+  local body = %s
+  local co = fs.create(body)
+  local size = fs.info(co).stacksize
+  assert(size == fs.stacksize(), "not the default stack size")
+  local ok, err = fs.resume(co)
+  print("RESULT", ok, err)
+  print("USED", deepest, size)
+  print("FINISHED")
+]]
+
+local OVERFLOWS = {
+  {"deep Lua recursion", "stack overflow", [[function()
+    local function f() return 1 + f() end
+    return f()
+  end]]},
+  {"__index function recursion", "stack overflow", [[function()
+    local t
+    t = setmetatable({}, {__index = function(_, k) probe() return t[k] end})
+    return t.x
+  end]]},
+  {"nested string.gsub callbacks", "stack overflow", [[function()
+    local function g(s)
+      return (s:gsub(".", function(c) probe() return g(c) end))
+    end
+    return g("x")
+  end]]},
+  {"nested table.sort comparators", "stack overflow", [[function()
+    local function s()
+      table.sort({2, 1}, function(a, b) probe() s() return a < b end)
+    end
+    return s()
+  end]]},
+  {"nested pcall", "stack overflow", [[function()
+    local function f()
+      probe()
+      local ok, e = pcall(f)
+      if not ok then error(e, 0) end
+    end
+    return f()
+  end]]},
+  {"tostring and __tostring", "stack overflow", [[function()
+    local o
+    o = setmetatable({}, {__tostring = function() probe() return tostring(o) end})
+    return tostring(o)
+  end]]},
+  {"string.format %s and __tostring", "stack overflow", [[function()
+    local o
+    o = setmetatable({}, {__tostring = function()
+      probe()
+      return string.format("%s", o)
+    end})
+    return tostring(o)
+  end]]},
+  {"table.concat and __index", "stack overflow", [[function()
+    local p
+    p = setmetatable({}, {
+      __len = function() return 1 end,
+      __index = function() probe() return table.concat(p) end,
+    })
+    return table.concat(p)
+  end]]},
+  {"load of 1000 nested parentheses", "", [[function()
+    local f, msg = load("return " .. ("("):rep(1000) .. "1" .. (")"):rep(1000))
+    if not f then error(msg, 0) end
+    return f()
+  end]]},
+}
+
+for _, case in ipairs(OVERFLOWS) do
+  local name, want, body = case[1], case[2], case[3]
+  H.test("default stack: " .. name .. " ends in Lua's own error", function()
+    local how, n, out = child(RECURSION:format(body))
+    exited(how, n, out, "FINISHED")
+    local err = out:match("RESULT\tfalse\t([^\n]*)")
+    H.ok(err, "resume returned false and the message: " .. out)
+    err = err or ""
+    if want ~= "" then
+      H.ok(err:find(want, 1, true), "message: " .. err)
+    else -- the parser's limit
+      H.ok(err:find("overflow", 1, true) or err:find("too many", 1, true),
+           "message: " .. err)
+    end
+    H.ok(not out:find("fiber stack overflow", 1, true), "output: " .. out)
+    local used, size = out:match("USED\t(%d+)\t(%d+)")
+    used, size = tonumber(used), tonumber(size)
+    if used and used > 0 then
+      print(("# %s: %d of %d bytes of stack at the deepest level"):format(name, used, size))
+      H.ok(used < size, "used less than the stack")
+    end
+  end)
+end
+
+H.test("default stack: nested gsub just below Lua's C-call limit fits, with room", function()
+  local how, n, out = child([[
+    local fs = require "fiberswap"
+    local depth, deepest = 0, 0
+    local function g(s)
+      return (s:gsub(".", function(c)
+        depth = depth + 1
+        if depth > deepest then deepest = depth end
+        local r = g(c)
+        depth = depth - 1
+        return r
+      end))
+    end
+    print("FIRST", fs.resume(fs.create(g), "x"))
+    -- Recurse as deep as the first run got, and stop there.
+    local function h(s, level)
+      return (s:gsub(".", function(c)
+        if level == deepest then return fs.yield("bottom") end
+        return h(c, level + 1)
+      end))
+    end
+    local co = fs.create(h)
+    print("SECOND", fs.resume(co, "x", 1))
+    print("USED", fs.info(co).stackused, fs.info(co).stacksize, deepest)
+    print("THIRD", fs.resume(co, "y"))
+    print("FINISHED")
+  ]])
+  exited(how, n, out, "FINISHED")
+  H.ok(out:find("FIRST\tfalse\t[^\n]*C stack overflow"), "the first run overflows: " .. out)
+  H.ok(out:find("SECOND\ttrue\tbottom\n", 1, true), "the second stops at the bottom: " .. out)
+  H.ok(out:find("THIRD\ttrue\ty\n", 1, true), "and returns up: " .. out)
+  local used, size, levels = out:match("USED\t(%d+)\t(%d+)\t(%d+)")
+  used, size = tonumber(used), tonumber(size)
+  H.ok(used and used > 0 and used < size, "stack used: " .. tostring(used))
+  if used then
+    print(("# nested gsub, %s levels: %d of %d bytes (%.0f%%), %d left"):format(
+      levels, used, size, 100 * used / size, size - used))
+  end
+end)
+
+-- ============================================ misuse: bad arguments, no memory
+
+-- Each case calls a function through a local of the function's name (and
+-- not as a tail call) so Lua names it in the message.  Those marked `both`
+-- also run with the built-in library, which must say the same.
+local f0 = function() end
+local BADARGS = {
+  {"bad argument #1 to 'create' (function expected, got no value)", true,
+   function(lib) local create = lib.create; create() end},
+  {"bad argument #1 to 'create' (function expected, got number)", true,
+   function(lib) local create = lib.create; create(1) end},
+  {"bad argument #2 to 'create' (number expected, got string)", false,
+   function(lib) local create = lib.create; create(f0, "big") end},
+  {"bad argument #2 to 'create' (number has no integer representation)", false,
+   function(lib) local create = lib.create; create(f0, 16384.5) end},
+  {"bad argument #2 to 'create' (stack size out of range (16384 to 1073741824 bytes))", false,
+   function(lib) local create = lib.create; create(f0, 16383) end},
+  {"bad argument #2 to 'create' (stack size out of range (16384 to 1073741824 bytes))", false,
+   function(lib) local create = lib.create; create(f0, 1073741825) end},
+  {"bad argument #1 to 'wrap' (function expected, got table)", true,
+   function(lib) local wrap = lib.wrap; wrap({}) end},
+  {"bad argument #2 to 'wrap' (stack size out of range (16384 to 1073741824 bytes))", false,
+   function(lib) local wrap = lib.wrap; wrap(f0, -1) end},
+  {"bad argument #1 to 'spawn' (function expected, got string)", false,
+   function(lib) local spawn = lib.spawn; spawn("f") end},
+  {"bad argument #1 to 'resume' (thread expected, got nil)", true,
+   function(lib) local resume = lib.resume; resume(nil) end},
+  {"bad argument #1 to 'resume' (thread expected, got no value)", true,
+   function(lib) local resume = lib.resume; resume() end},
+  {"bad argument #1 to 'status' (thread expected, got table)", true,
+   function(lib) local status = lib.status; status({}) end},
+  {"bad argument #1 to 'close' (thread expected, got function)", true,
+   function(lib) local close = lib.close; close(f0) end},
+  {"bad argument #1 to 'isyieldable' (thread expected, got number)", true,
+   function(lib) local isyieldable = lib.isyieldable; isyieldable(1) end},
+  {"bad argument #1 to 'info' (thread expected, got boolean)", false,
+   function(lib) local info = lib.info; info(true) end},
+  {"bad argument #1 to 'stacksize' (number expected, got string)", false,
+   function(lib) local stacksize = lib.stacksize; stacksize("big") end},
+  {"bad argument #1 to 'stacksize' (stack size out of range (16384 to 1073741824 bytes))", false,
+   function(lib) local stacksize = lib.stacksize; stacksize(0) end},
+}
+
+H.test("bad arguments give the standard luaL_argerror messages", function()
+  local default = fs.stacksize()
+  local base = fs.stats().fibers
+  for _, case in ipairs(BADARGS) do
+    local want, both, call = case[1], case[2], case[3]
+    local ok, err = pcall(call, fs)
+    H.eq(ok, false, want)
+    H.eq(bare(err), want)
+    H.ok(tostring(err):find("^" .. SRC:gsub("%p", "%%%0") .. ":%d+: "),
+         "the position of the caller: " .. tostring(err))
+    if both then
+      ok, err = pcall(call, builtin)
+      H.eq(bare(err), want, "the built-in library")
+    end
+  end
+  H.eq(fs.stacksize(), default, "the default stack size is unchanged")
+  H.eq(fs.stats().fibers, base, "no fiber was started")
+end)
+
+H.test("functions without arguments to check accept anything", function()
+  H.same(pack(fs.isfiber(nil)), {false, n = 1})
+  H.same(pack(fs.isfiber(f0)), {false, n = 1})
+  H.eq(type(fs.stats()), "table")
+  local was = fs.catchoverflow()
+  H.eq(type(was), "boolean")
+  fs.catchoverflow(was)
+end)
+
+-- vm.max_map_count, or nil if it cannot be read.
+local function maxmaps()
+  local f = io.open("/proc/sys/vm/max_map_count")
+  if not f then return nil end
+  local n = tonumber(f:read("l"))
+  f:close()
+  return n
+end
+
+H.test("at the map limit a fiber fails to start with a memory error, and the state recovers", function()
+  -- With mprotect guards each stack takes 2 mappings: about 32,700 at the
+  -- usual 65,530.  Some distributions raise the limit past a million.
+  local limit = maxmaps()
+  if not limit or limit > 262144 then
+    print("# skipped: vm.max_map_count is " .. tostring(limit) .. ", too high to reach")
+    return
+  end
+  local how, n, out = child(([[
+    local fs = require "fiberswap"
+    local function body() fs.yield() end
+    local fibers, failed, err = {}, nil, nil
+    while #fibers < %d do
+      local co = fs.create(body, 16384)
+      local ok, e = fs.resume(co)
+      if not ok then failed, err = co, e break end
+      fibers[#fibers + 1] = co
+    end
+    print("GUARD", fs.stats().guard)
+    print("STARTED", #fibers, fs.stats().fibers == #fibers)
+    print("ERROR", err)
+    print("FAILED", fs.status(failed), fs.info(failed).fiber)
+    local wok, werr = pcall(fs.wrap(body, 16384))
+    print("WRAP", wok, werr)
+    local _, sok, serr = fs.spawn(body)
+    print("SPAWN", sok, serr)
+    -- Here a big malloc has no mapping left either; closing frees some.
+    for i = 1, 300 do assert(fs.close(table.remove(fibers)) == true) end
+    print("CLOSED", fs.stats().fibers == #fibers)
+    local t = {}
+    for i = 1, 1000 do t[i] = ("x"):rep(i) .. i end
+    print("USABLE", #table.concat(t) == 500500 + 2893)
+    print("RETRY", fs.resume(failed))
+    local again = 0
+    for i = 1, 200 do
+      local co = fs.create(body, 16384)
+      if fs.resume(co) then again = again + 1 end
+      fibers[#fibers + 1] = co
+    end
+    print("AGAIN", again)
+    print("FINISHED")
+    os.exit(0, true)
+  ]]):format(limit // 2 + 1000), "FIBERSWAP_GUARD=mprotect")
+  exited(how, n, out, "FINISHED")
+  H.ok(out:find("GUARD\tmprotect\n", 1, true), "guard: " .. out)
+  local started = tonumber(out:match("STARTED\t(%d+)\ttrue\n"))
+  H.ok(started and started > 1000, "fibers started before the limit: " .. out)
+  if started then print("# " .. started .. " fibers of 16 KiB started before the map limit") end
+  local err = out:match("ERROR\t([^\n]*)") or ""
+  H.ok(err:find("not enough memory for a fiber stack", 1, true), "message: " .. err)
+  H.ok(err:find("vm.max_map_count", 1, true), "message: " .. err)
+  H.ok(out:find("FAILED\tsuspended\ttrue\n", 1, true), "the fiber stays fresh: " .. out)
+  local werr = out:match("WRAP\tfalse\t([^\n]*)") or ""
+  H.ok(werr:find("not enough memory for a fiber stack", 1, true), "wrap: " .. out)
+  local serr = out:match("SPAWN\tfalse\t([^\n]*)") or ""
+  H.ok(serr:find("not enough memory for a fiber stack", 1, true), "spawn: " .. out)
+  H.ok(out:find("USABLE\ttrue\n", 1, true), "the state is usable: " .. out)
+  H.ok(out:find("CLOSED\ttrue\n", 1, true), "closing counts: " .. out)
+  H.ok(out:find("RETRY\ttrue\n", 1, true), "the failed fiber starts now: " .. out)
+  H.ok(out:find("AGAIN\t200\n", 1, true), "new fibers start again: " .. out)
+end)
+
+-- ====================================== close of fibers suspended in C frames
+
+-- A closed plain coroutine's isyieldable, as the built-in library says.
+local function closedyieldable()
+  local co = builtin.create(function() builtin.yield() end)
+  builtin.resume(co)
+  builtin.close(co)
+  return builtin.isyieldable(co)
+end
+
+-- Start body(log) in a fiber until it suspends, close it, and check the
+-- result, the order of __close calls, status, live count and isyieldable.
+local function closes(body)
+  local log = {}
+  local base = fs.stats().fibers
+  local co = fs.create(body)
+  fs.resume(co, log)
+  H.eq(fs.status(co), "suspended")
+  H.eq(fs.stats().fibers, base + 1, "live fibers while suspended")
+  H.same(pack(fs.close(co)), {true, n = 1}, "close")
+  H.eq(table.concat(log, " "), "inner middle outer", "__close order")
+  H.eq(fs.status(co), "dead")
+  H.eq(builtin.status(co), "dead", "the built-in status")
+  H.eq(fs.stats().fibers, base, "live fibers after close")
+  local want = closedyieldable()
+  H.eq(builtin.isyieldable(co), want, "coroutine.isyieldable(co)")
+  H.eq(fs.isyieldable(co), want, "fiberswap.isyieldable(co)")
+  H.same(pack(fs.resume(co)), {false, "cannot resume dead coroutine", n = 2})
+  -- The stack it gave back serves a new fiber crossing C frames.
+  local after = fs.create(function() return T.recurse(150, function() return fs.yield(1) end) end)
+  H.same(pack(fs.resume(after)), {true, 1, n = 2})
+  H.same(pack(fs.resume(after, "up")), {true, 150, "up", n = 3})
+end
+
+H.test("close of a fiber suspended in a table.sort comparator", function()
+  closes(function(log)
+    local outer <close> = closer(log, "outer")
+    table.sort({2, 1}, function(a, b)
+      local middle <close> = closer(log, "middle")
+      local inner <close> = closer(log, "inner")
+      return fs.yield(a, b)
+    end)
+  end)
+end)
+
+H.test("close of a fiber suspended in a fiberswap_test.produce callback", function()
+  closes(function(log)
+    local outer <close> = closer(log, "outer")
+    return T.produce(5, function(i)
+      local middle <close> = closer(log, "middle")
+      local inner <close> = closer(log, "inner")
+      return fs.yield(i)
+    end)
+  end)
+end)
+
+H.test("close of a fiber suspended under 100 fiberswap_test.recurse frames", function()
+  closes(function(log)
+    local outer <close> = closer(log, "outer")
+    return T.recurse(100, function()
+      local middle <close> = closer(log, "middle")
+      return (function()
+        local inner <close> = closer(log, "inner")
+        return fs.yield("bottom")
+      end)()
+    end)
+  end)
+end)
+
+-- (Two lua_States and OS threads are covered elsewhere.)
+
+H.done()
