@@ -67,6 +67,40 @@ function H.test(name, fn)
   end
 end
 
+-- Quote s for sh.
+local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- The interpreter running this file.
+local function interpreter()
+  local i = -1
+  while arg[i - 1] do i = i - 1 end
+  return arg[i]
+end
+
+-- Whether this run is under ASan (make asan): its runtimes are preloaded.
+H.asan = os.getenv("ASAN_OPTIONS") ~= nil
+
+-- Run Lua `code` in a fresh interpreter with this one's module paths,
+-- without core dumps, stdout and stderr together; `env` (NAME=value words)
+-- and `wrapper` (a command such as valgrind) are optional.  exec leaves no
+-- shell in between, so the child's own death is what close reports.  Under
+-- ASan the child keeps the kernel's action for SIGSEGV, as a normal run
+-- has: ASan would turn a deliberate fault into its own exit(1).  Returns
+-- how the child ended ("exit" or "signal"), the code, and its output.
+function H.child(code, env, wrapper)
+  local asan = os.getenv("ASAN_OPTIONS")
+  local cmd = "ulimit -c 0; exec env " ..
+              (asan and "ASAN_OPTIONS=" .. shq(asan .. ":handle_segv=0") .. " " or "") ..
+              "LUA_CPATH=" .. shq(package.cpath) ..
+              " LUA_PATH=" .. shq(package.path) .. " " .. (env or "") .. " " ..
+              (wrapper or "") .. " " .. shq(interpreter()) ..
+              " -e " .. shq(code) .. " 2>&1"
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local _, how, n = p:close()
+  return how, n, out
+end
+
 -- Print the closing line that the suite runner sums; exit non-zero on failure.
 function H.done()
   print(suite .. ": " .. passed .. " passed, " .. failed .. " failed")

@@ -543,34 +543,7 @@ end)
 
 -- -------------------------------------------------- C stack overflow, in a child
 
--- Quote s for sh.
-local function shq(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- The interpreter running this file.
-local function interpreter()
-  local i = -1
-  while arg[i - 1] do i = i - 1 end
-  return arg[i]
-end
-
--- Run `code` in a fresh interpreter with this one's module paths, without
--- core dumps, stdout and stderr together.  The execs leave no shell in
--- between, so the child's own death is what close reports.  Under ASan
--- (make asan) the child keeps the kernel's action for SIGSEGV, as a normal
--- run has: ASan would turn the deliberate overflow into its own exit(1).
--- Returns how it ended ("exit" or "signal"), the code, and its output.
-local function child(code)
-  local asan = os.getenv("ASAN_OPTIONS")
-  local cmd = "ulimit -c 0; exec env " ..
-              (asan and "ASAN_OPTIONS=" .. shq(asan .. ":handle_segv=0") .. " " or "") ..
-              "LUA_CPATH=" .. shq(package.cpath) ..
-              " LUA_PATH=" .. shq(package.path) .. " " .. shq(interpreter()) ..
-              " -e " .. shq(code) .. " 2>&1"
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local _, how, n = p:close()
-  return how, n, out
-end
+local child = H.child
 
 -- A child's program: a fiber recursing `depth` levels in C, then a marker.
 local function overflowing(depth, catch)
