@@ -122,10 +122,10 @@ static fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
   *fresh = 0;
   if (f != NULL && f->co == co) return f;
   lua_pushvalue(L, idx);
-  t = lua_rawget(L, UV_FIBERS);
+  t = fs_rawget(L, UV_FIBERS);
   if (t == LUA_TUSERDATA) {
     f = (fiber *)lua_touserdata(L, -1);
-    ms->cache[CACHE_SLOT(co)] = f;
+    if (FS_CACHE) ms->cache[CACHE_SLOT(co)] = f;
   } else if (t != LUA_TNIL) {
     *fresh = 1;
     return NULL;
@@ -198,6 +198,27 @@ static void *fiber_main(void *arg, void *in) {
   return PACK(status, ST_ERROR);
 }
 
+enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
+static const char *const statname[] = {"running", "dead", "suspended",
+                                       "normal"};
+
+/* A plain coroutine's status, as lcorolib's auxstatus; right for fibers
+ * that are active but never yielded, and for dead ones, too. */
+static int plain_status(lua_State *L, lua_State *co) {
+  if (L == co) return COS_RUN;
+  switch (lua_status(co)) {
+    case LUA_YIELD:
+      return COS_YIELD;
+    case LUA_OK: {
+      lua_Debug ar;
+      if (lua_getstack(co, 0, &ar)) return COS_NORM;
+      return lua_gettop(co) == 0 ? COS_DEAD : COS_YIELD;
+    }
+    default:
+      return COS_DEAD;
+  }
+}
+
 /* A resume failed, its message or error object on top: `false, msg` for
  * resume, a raised error for wrap, with the position prefix Lua 5.4's wrap
  * adds to strings (not to memory errors).  For an error raised inside the
@@ -210,12 +231,13 @@ static int resume_failed(lua_State *L, int op, lua_State *co, int status,
     lua_insert(L, -2);
     return 2;
   }
-  if (inside) {
+  if (inside && FS_HAS_CLOSE) {
     lua_pop(L, 1);
     status = fs_closethread(co, L);
     lua_xmove(co, L, 1);
   }
-  if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+  (void)inside;
+  if (fs_wrap_prefixes(L, status)) {
     luaL_where(L, 1);
     lua_insert(L, -2);
     lua_concat(L, 2);
@@ -227,6 +249,15 @@ static int resume_failed(lua_State *L, int op, lua_State *co, int status,
  * as auxresume and luaB_coresume; for a wrap, as auxwrap. */
 static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
   int status, nres = 0;
+#if LUA_VERSION_NUM < 504 /* lua_resume itself checks this only from 5.4 */
+  static const char *const refusal[] = {FS_MSG_RUNNING, "cannot resume dead coroutine",
+                                        NULL, FS_MSG_NORMAL};
+  const char *refused = refusal[plain_status(L, co)];
+  if (refused != NULL) {
+    lua_pushstring(L, refused);
+    return resume_failed(L, op, co, LUA_OK, 0);
+  }
+#endif
   if (!lua_checkstack(co, narg)) {
     lua_pushliteral(L, "too many arguments to resume");
     status = -1;
@@ -294,6 +325,7 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   return LUA_OK;
 }
 
+#if FS_HAS_CLOSE
 static int noop(lua_State *L) {
   (void)L;
   return 0;
@@ -309,16 +341,19 @@ static void reset_ccalls(lua_State *co) {
   fs_resume(co, NULL, 0, &nres);
   lua_settop(co, 0);
 }
+#endif
 
 /* Arm a record (see the top of the file), in protected mode: allocates.
  * Stack: [record pointer, thread, fibers]. */
 static int arm_p(lua_State *L) {
-  fiber *f = (fiber *)lua_newuserdatauv(L, sizeof(fiber), 1);
+  fiber *f = (fiber *)fs_newuserdata(L, sizeof(fiber), 1);
   *f = *(fiber *)lua_touserdata(L, 1);
   f->armed = 1;
   luaL_setmetatable(L, REG_RECORD);
-  lua_pushvalue(L, 2);
-  fs_setuservalue(L, -2, 1); /* the record holds its thread */
+  if (FS_CACHE) { /* the record holds its thread (see mstate) */
+    lua_pushvalue(L, 2);
+    fs_setuservalue(L, -2);
+  }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -2);
   lua_rawset(L, 3); /* fibers[thread] = record */
@@ -337,14 +372,16 @@ static fiber *arm(lua_State *L, int op, lua_State *co, fiber *f) {
   if (lua_pcall(L, 3, 1, 0) != LUA_OK) { /* cannot anchor it: close it */
     release(f);
     fs_closethread(co, L);
+#if FS_HAS_CLOSE
     reset_ccalls(co);
+#endif
     lua_pop(L, 1);
     lua_pushliteral(L, "not enough memory to suspend a fiber");
     return NULL;
   }
   armed = (fiber *)lua_touserdata(L, -1);
   lua_pop(L, 1);
-  f->ms->cache[CACHE_SLOT(co)] = armed;
+  if (FS_CACHE) f->ms->cache[CACHE_SLOT(co)] = armed;
   return armed;
 }
 
@@ -375,7 +412,8 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
       f = &first;
       n++; /* the body */
     } else if (f->state != F_SUSPENDED) {
-      lua_pushliteral(L, "cannot resume non-suspended coroutine");
+      if (f->state == F_DEAD) lua_pushliteral(L, "cannot resume dead coroutine");
+      else lua_pushstring(L, L == co ? FS_MSG_RUNNING : FS_MSG_NORMAL);
       return resume_failed(L, op, co, LUA_OK, 0);
     } else if (n > LUA_MINSTACK && !lua_checkstack(co, n)) {
       lua_pushliteral(L, "too many arguments to resume");
@@ -497,27 +535,6 @@ static int l_spawn(lua_State *L) {
   return r + 1;
 }
 
-enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
-static const char *const statname[] = {"running", "dead", "suspended",
-                                       "normal"};
-
-/* A plain coroutine's status, as lcorolib's auxstatus; right for fibers
- * that are active but never yielded, and for dead ones, too. */
-static int plain_status(lua_State *L, lua_State *co) {
-  if (L == co) return COS_RUN;
-  switch (lua_status(co)) {
-    case LUA_YIELD:
-      return COS_YIELD;
-    case LUA_OK: {
-      lua_Debug ar;
-      if (lua_getstack(co, 0, &ar)) return COS_NORM;
-      return lua_gettop(co) == 0 ? COS_DEAD : COS_YIELD;
-    }
-    default:
-      return COS_DEAD;
-  }
-}
-
 /* The status of the thread at index 1; *f gets its armed record, *fresh
  * says whether it is a fresh fiber (its entry is then popped). */
 static int auxstatus(lua_State *L, lua_State *co, fiber **f, int *fresh) {
@@ -528,6 +545,7 @@ static int auxstatus(lua_State *L, lua_State *co, fiber **f, int *fresh) {
   }
   if (*f == NULL) return plain_status(L, co);
   if ((*f)->state == F_SUSPENDED) return COS_YIELD;
+  if ((*f)->state == F_DEAD) return COS_DEAD; /* closed, before Lua 5.4 */
   return L == co ? COS_RUN : COS_NORM;
 }
 
@@ -554,17 +572,17 @@ static int l_isyieldable(lua_State *L) {
     co = L;
     yes = running != NULL && running->co == L;
     if (yes) yes = !fs_in_finalizer(L);
-    else yes = lua_isyieldable(L);
+    else yes = fs_isyieldable(L);
   } else {
     fiber *f;
     int fresh;
     co = getco(L);
     f = lookup(L, co, 1, &fresh);
     if (fresh) lua_pop(L, 1);
-    if (f != NULL || fresh || active(co) != NULL)
+    if ((f != NULL && f->state != F_DEAD) || fresh || active(co) != NULL)
       yes = co != L || !fs_in_finalizer(L);
     else
-      yes = lua_isyieldable(co);
+      yes = fs_isyieldable(co);
   }
   lua_pushboolean(L, yes);
   return 1;
@@ -581,6 +599,7 @@ static int l_close(lua_State *L) {
   int status = auxstatus(L, co, &f, &fresh);
   if (status != COS_DEAD && status != COS_YIELD)
     return luaL_error(L, "cannot close a %s coroutine", statname[status]);
+#if FS_HAS_CLOSE
   if (f != NULL || fresh) {
     forget(L, co, 1);
     if (f != NULL) release(f);
@@ -593,6 +612,17 @@ static int l_close(lua_State *L) {
   }
   if (f != NULL) reset_ccalls(co);
   return status == LUA_OK ? 1 : 2;
+#else
+  /* No lua_resetthread: a suspended fiber's thread keeps its frames, so
+   * its record stays, marked dead; a plain coroutine cannot be closed. */
+  if (fresh) forget(L, co, 1);
+  else if (f != NULL) release(f);
+  else if (status != COS_DEAD)
+    return luaL_error(L, "cannot close a plain coroutine before Lua 5.4 "
+                         "(close works on fibers)");
+  lua_pushboolean(L, 1);
+  return 1;
+#endif
 }
 
 /* Any fiber that is not dead: fresh, active or suspended. */
@@ -726,7 +756,7 @@ static void openstate(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, LUA_REGISTRYINDEX, REG_FIBERS) != LUA_TTABLE) {
+  if (fs_getfield(L, LUA_REGISTRYINDEX, REG_FIBERS) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_createtable(L, 0, 1);
@@ -736,10 +766,10 @@ static void openstate(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_FIBERS);
   }
-  if (lua_getfield(L, LUA_REGISTRYINDEX, REG_STATE) != LUA_TUSERDATA) {
+  if (fs_getfield(L, LUA_REGISTRYINDEX, REG_STATE) != LUA_TUSERDATA) {
     mstate *ms;
     lua_pop(L, 1);
-    ms = (mstate *)lua_newuserdatauv(L, sizeof(mstate), 0);
+    ms = (mstate *)fs_newuserdata(L, sizeof(mstate), 0);
     memset(ms, 0, sizeof *ms);
     ms->stacksize = FS_DEFAULT_STACK;
     lua_pushvalue(L, -1);

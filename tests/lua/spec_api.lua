@@ -143,7 +143,7 @@ H.test("resume passes 0, 1, 3, 19 to 22 and 200 values each way", function()
   local counts = {pack(), pack("a"), pack(1, "two", 3.5), range(19), range(20),
                   range(21), range(22), range(200)}
   for _, args in ipairs(counts) do
-    local want, got = agree(function(lib)
+    local _, got = agree(function(lib)
       local seen = {}
       local co = lib.create(function(...)
         seen.start = pack(...)
@@ -194,7 +194,7 @@ H.test("resume returns the body's results and the fiber is then dead", function(
 end)
 
 H.test("resume of a dead fiber returns false and the message", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() end)
     lib.resume(co)
     return lib.resume(co, "ignored")
@@ -203,7 +203,7 @@ H.test("resume of a dead fiber returns false and the message", function()
 end)
 
 H.test("resume of the running fiber returns false and the message", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co
     co = lib.create(function() return lib.resume(co) end)
     return lib.resume(co)
@@ -212,7 +212,7 @@ H.test("resume of the running fiber returns false and the message", function()
 end)
 
 H.test("resume of a normal fiber returns false and the message", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local outer
     outer = lib.create(function()
       local inner = lib.create(function() return lib.resume(outer) end)
@@ -225,7 +225,7 @@ H.test("resume of a normal fiber returns false and the message", function()
 end)
 
 H.test("resume of the main thread from a fiber returns false", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local main = lib.running()
     local co = lib.create(function() return lib.resume(main) end)
     return lib.resume(co)
@@ -234,7 +234,7 @@ H.test("resume of the main thread from a fiber returns false", function()
 end)
 
 H.test("resume rejects a non-coroutine as the built-in does", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local resume = lib.resume
     return message(function() resume(nil) end),
            message(function() resume(1) end),
@@ -246,10 +246,10 @@ H.test("resume rejects a non-coroutine as the built-in does", function()
 end)
 
 H.test("resume refuses too many arguments and the fiber stays suspended", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     -- the body fills its Lua stack almost to the limit, then yields
     local co = lib.create(function()
-      local function hold(...) return lib.yield() end
+      local function hold(...) return lib.yield() end -- luacheck: ignore 212
       return hold(unpack({}, 1, 990000))
     end)
     local first = pack(lib.resume(co))
@@ -263,12 +263,12 @@ H.test("resume refuses too many arguments and the fiber stays suspended", functi
 end)
 
 H.test("resume refuses too many results and the fiber stays suspended", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function()
       return lib.yield(unpack({}, 1, 990000))
     end)
     -- the resumer's own stack holds 20000 values when the results come
-    local function resume_full(...) return lib.resume(co) end
+    local function resume_full(...) return lib.resume(co) end -- luacheck: ignore 212
     local refused = pack(resume_full(unpack({}, 1, 20000)))
     local status = lib.status(co)
     local last = pack(lib.resume(co, "again"))
@@ -291,7 +291,7 @@ H.test("yield returns what the next resume passed", function()
 end)
 
 H.test("yield outside any coroutine raises the built-in message", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local yield = lib.yield
     return message(function() yield(1) end)
   end)
@@ -326,7 +326,7 @@ end)
 ---------------------------------------------------- errors inside a fiber
 
 H.test("an error in a fiber comes back from resume as false, message", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() error("boom") end)
     return flat(pack(lib.resume(co)), pack(lib.status(co)))
   end)
@@ -336,7 +336,7 @@ end)
 H.test("a non-string error value comes back as the same object", function()
   local values = {{}, 42, 1.5, true, false, print}
   for _, v in ipairs(values) do
-    local want, got = agree(function(lib)
+    local _, got = agree(function(lib)
       local co = lib.create(function() error(v) end)
       local ok, err = lib.resume(co)
       return ok, err == v, type(err), lib.status(co)
@@ -346,7 +346,7 @@ H.test("a non-string error value comes back as the same object", function()
 end)
 
 H.test("an error with a nil value comes back as false, nil", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() error(nil) end)
     return flat(pack(lib.resume(co)))
   end)
@@ -354,7 +354,7 @@ H.test("an error with a nil value comes back as false, nil", function()
 end)
 
 H.test("error with level 2 names the caller's line", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local function check(x) if not x then error("bad x", 2) end end
     local co = lib.create(function() check(false) end)
     return lib.resume(co)
@@ -377,7 +377,7 @@ H.test("a runtime error in a fiber reads as in a coroutine", function()
 end)
 
 H.test("a fiber that failed is dead and cannot be resumed", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() error("once") end)
     lib.resume(co)
     return flat(pack(lib.status(co)), pack(lib.resume(co)))
@@ -407,7 +407,7 @@ H.test("status of a yielded fiber is suspended", function()
 end)
 
 H.test("status of a fiber seen from inside is running", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co
     co = lib.create(function() return lib.status(co), lib.status(lib.running()) end)
     return lib.resume(co)
@@ -432,7 +432,7 @@ H.test("status of a failed fiber is dead", function()
 end)
 
 H.test("status of a fiber that resumed a fiber is normal", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local outer
     outer = lib.create(function()
       local inner = lib.create(function() return lib.status(outer) end)
@@ -444,7 +444,7 @@ H.test("status of a fiber that resumed a fiber is normal", function()
 end)
 
 H.test("status of a plain coroutine that resumed a fiber is normal", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local plain
     plain = builtin.create(function()
       local inner = lib.create(function() return lib.status(plain) end)
@@ -456,7 +456,7 @@ H.test("status of a plain coroutine that resumed a fiber is normal", function()
 end)
 
 H.test("status of a fiber that resumed a plain coroutine is normal", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local outer
     outer = lib.create(function()
       local plain = builtin.create(function() return lib.status(outer) end)
@@ -495,7 +495,7 @@ H.test("running inside a fiber returns the fiber and false", function()
 end)
 
 H.test("running in the main thread returns it and true", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local me, ismain = lib.running()
     return type(me), ismain, me == builtin.running()
   end)
@@ -534,7 +534,7 @@ H.test("isyieldable is true inside a fiber under C calls", function()
 end)
 
 H.test("isyieldable inside a plain coroutine is the built-in answer", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = builtin.create(function()
       local in_sort
       table.sort({2, 1}, function(a, b) in_sort = lib.isyieldable(); return a < b end)
@@ -546,7 +546,7 @@ H.test("isyieldable inside a plain coroutine is the built-in answer", function()
 end)
 
 H.test("isyieldable in the main thread is false", function()
-  local want, got = agree(function(lib) return lib.isyieldable() end)
+  local _, got = agree(function(lib) return lib.isyieldable() end)
   H.same(got, pack(true, false))
 end)
 
@@ -570,7 +570,7 @@ H.test("isyieldable(co) of a fiber seen from outside is the built-in answer", fu
 end)
 
 H.test("isyieldable(co) of a fiber closed mid-body is the built-in answer", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() lib.yield() end)
     lib.resume(co)
     lib.close(co)
@@ -649,56 +649,56 @@ end)
 
 H.test("wrap adds the position only to string errors, as the built-in", function()
   for _, v in ipairs{"text", 42, {}, false} do
-    local want, got = agree(function(lib)
+    local _, got = agree(function(lib)
       local f = lib.wrap(function() error(v) end)
-      local ok, err = pcall(function() local r = f() end)
+      local ok, err = pcall(function() local _ = f() end)
       return ok, err == v, type(err), type(err) == "string" and err or "-"
     end)
     H.eq(got[3], type(v) ~= "string")
   end
   local f = fs.wrap(function() error("text", 0) end)
-  local err = message(function() local r = f() end)
+  local err = message(function() local _ = f() end)
   H.ok(err:find("^.*spec_api.lua:%d+: text$"), err)
 end)
 
 H.test("wrap of an error with a nil value raises nil", function()
   agree(function(lib)
     local f = lib.wrap(function() error(nil) end)
-    return pcall(function() local r = f() end)
+    return pcall(function() local _ = f() end)
   end)
 end)
 
 H.test("wrap of a dead coroutine raises 'cannot resume dead coroutine'", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local f = lib.wrap(function() return 1 end)
     local first = f()
-    return first, message(function() local r = f() end)
+    return first, message(function() local _ = f() end)
   end)
   H.ok(tostring(got[3]):find("spec_api.lua:%d+: cannot resume dead coroutine$"),
        tostring(got[3]))
 end)
 
 H.test("wrap called from its own body raises non-suspended", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local f
-    f = lib.wrap(function() return message(function() local r = f() end) end)
+    f = lib.wrap(function() return message(function() local _ = f() end) end)
     return f()
   end)
   H.eq(bare(got[2]), "cannot resume non-suspended coroutine")
 end)
 
 H.test("wrap closes pending to-be-closed variables when the body fails", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local f = lib.wrap(function()
-      local a <close> = closer(log, "a")
-      local b <close> = closer(log, "b")
+      local _ <close> = closer(log, "a")
+      local _ <close> = closer(log, "b")
       lib.yield()
       error("fail")
     end)
     f()
     local before = #log
-    local err = message(function() local r = f() end)
+    local err = message(function() local _ = f() end)
     return before, err, unpack(log)
   end)
   H.eq(got[2], 0)
@@ -706,7 +706,7 @@ H.test("wrap closes pending to-be-closed variables when the body fails", functio
 end)
 
 H.test("wrap rejects a non-function as the built-in does", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local wrap = lib.wrap
     return message(function() wrap(nil) end)
   end)
@@ -723,11 +723,11 @@ end)
 --------------------------------------------------------------------- close
 
 H.test("close of a suspended fiber closes its variables in reverse order", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local co = lib.create(function()
-      local a <close> = closer(log, "a")
-      local b <close> = closer(log, "b")
+      local _ <close> = closer(log, "a")
+      local _ <close> = closer(log, "b")
       lib.yield()
       log[#log + 1] = "not reached"
     end)
@@ -739,11 +739,11 @@ H.test("close of a suspended fiber closes its variables in reverse order", funct
 end)
 
 H.test("close returns false and the error when a __close fails", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local co = lib.create(function()
-      local a <close> = closer(log, "a")
-      local bad <close> = setmetatable({}, {__close = function() error("in close") end})
+      local _ <close> = closer(log, "a")
+      local _ <close> = setmetatable({}, {__close = function() error("in close") end})
       lib.yield()
     end)
     lib.resume(co)
@@ -758,7 +758,7 @@ H.test("close returns false and the error when a __close fails", function()
 end)
 
 H.test("close of a fresh fiber returns true and never runs the body", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local ran = false
     local co = lib.create(function() ran = true end)
     local r = pack(lib.close(co))
@@ -776,10 +776,10 @@ H.test("close of a returned fiber returns true", function()
 end)
 
 H.test("close of a failed fiber returns false and the error", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local co = lib.create(function()
-      local a <close> = closer(log, "a")
+      local _ <close> = closer(log, "a")
       error("failed")
     end)
     local r = pack(lib.resume(co))
@@ -803,7 +803,7 @@ H.test("close of a fiber that failed with a table returns that table", function(
 end)
 
 H.test("after close a fiber is dead and resume says so", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function() lib.yield() end)
     lib.resume(co)
     lib.close(co)
@@ -815,10 +815,10 @@ H.test("after close a fiber is dead and resume says so", function()
 end)
 
 H.test("close runs each __close on the closed fiber's own thread", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co, seen
     co = lib.create(function()
-      local v <close> = setmetatable({}, {__close = function()
+      local _ <close> = setmetatable({}, {__close = function()
         local me = lib.running()
         seen = pack(me == co, lib.status(co), lib.isyieldable())
       end})
@@ -831,9 +831,9 @@ H.test("close runs each __close on the closed fiber's own thread", function()
 end)
 
 H.test("yield inside a __close run by close fails as in the built-in", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function()
-      local v <close> = setmetatable({}, {__close = function() lib.yield("no") end})
+      local _ <close> = setmetatable({}, {__close = function() lib.yield("no") end})
       lib.yield()
     end)
     lib.resume(co)
@@ -843,10 +843,10 @@ H.test("yield inside a __close run by close fails as in the built-in", function(
 end)
 
 H.test("close of a fiber suspended in nested pcalls closes every variable", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local function nest(n)
-      local v <close> = closer(log, n)
+      local _ <close> = closer(log, n)
       if n == 0 then return lib.yield("bottom") end
       assert(pcall(nest, n - 1))
     end
@@ -858,7 +858,7 @@ H.test("close of a fiber suspended in nested pcalls closes every variable", func
 end)
 
 H.test("close of the running fiber raises", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co
     co = lib.create(function()
       local close = lib.close
@@ -871,7 +871,7 @@ H.test("close of the running fiber raises", function()
 end)
 
 H.test("close of a normal fiber raises", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local outer
     outer = lib.create(function()
       local inner = lib.create(function()
@@ -937,7 +937,7 @@ H.test("spawn of a body that fails at once returns the fiber, false, err", funct
   H.eq(r[2], false)
   H.eq(r[3], e)
   H.eq(fs.status(r[1]), "dead")
-  local co, ok, err = fs.spawn(function() error("boom") end)
+  local _, ok, err = fs.spawn(function() error("boom") end)
   H.eq(ok, false)
   H.ok(tostring(err):find("spec_api.lua:%d+: boom$"), tostring(err))
 end)
@@ -1006,13 +1006,13 @@ H.test("close of a plain coroutine behaves as the built-in", function()
   agree(function(lib)
     local log = {}
     local co = builtin.create(function()
-      local a <close> = closer(log, "a")
-      local b <close> = closer(log, "b")
+      local _ <close> = closer(log, "a")
+      local _ <close> = closer(log, "b")
       lib.yield()
     end)
     lib.resume(co)
     local failing = builtin.create(function()
-      local bad <close> = setmetatable({}, {__close = function() error("c") end})
+      local _ <close> = setmetatable({}, {__close = function() error("c") end})
       lib.yield()
     end)
     lib.resume(failing)
@@ -1037,7 +1037,7 @@ H.test("isyieldable of a plain coroutine behaves as the built-in", function()
 end)
 
 H.test("resume of the main thread from itself behaves as the built-in", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     return lib.resume(lib.running(), "x")
   end)
   H.same(got, pack(true, false, "cannot resume non-suspended coroutine"))
@@ -1056,7 +1056,7 @@ end)
 -- With the built-in library every level is a plain coroutine; with
 -- fiberswap lib.create makes fibers and builtin.create plain coroutines.
 H.test("fiber in plain coroutine in fiber: each yield reaches its resumer", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local log = {}
     local outer = lib.create(function()
       local middle = builtin.create(function()
@@ -1082,7 +1082,7 @@ H.test("fiber in plain coroutine in fiber: each yield reaches its resumer", func
 end)
 
 H.test("a plain coroutine made in a fiber yields to the fiber", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local co = lib.create(function()
       local plain = builtin.create(function() lib.yield("p1"); return "p2" end)
       local a = select(2, lib.resume(plain))
@@ -1095,7 +1095,7 @@ H.test("a plain coroutine made in a fiber yields to the fiber", function()
 end)
 
 H.test("a fiber resumed from a plain coroutine yields to that coroutine", function()
-  local want, got = agree(function(lib)
+  local _, got = agree(function(lib)
     local fiber = lib.create(function() lib.yield("f1"); return "f2" end)
     local plain = builtin.create(function()
       local a = select(2, lib.resume(fiber))
@@ -1142,9 +1142,9 @@ end)
 H.test("plain coroutines made after fibers were collected are not fibers", function()
   -- threads reuse the addresses of collected fibers' threads
   local mistaken = 0
-  for round = 1, 20 do
+  for _ = 1, 20 do
     local function garbage()
-      for i = 1, 50 do
+      for _ = 1, 50 do
         local co = fs.create(function() fs.yield() end)
         fs.resume(co)
         fs.resume(fs.create(function() end))
@@ -1229,7 +1229,7 @@ end)
 H.test("coroutine.close of a suspended fiber runs neither it nor its __close", function()
   local log = {}
   local co = fs.create(function()
-    local a <close> = closer(log, "a")
+    local _ <close> = closer(log, "a")
     local v = fs.yield()
     log[#log + 1] = "resumed " .. v
   end)

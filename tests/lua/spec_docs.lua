@@ -38,7 +38,7 @@ H.test("the per-function examples give what the README shows", function()
   H.eq(fiberswap.isfiber(builtin.create(print)), false)
   local log = {}
   local c = fiberswap.create(function()
-    local t <close> = setmetatable({}, {__close = function() log[#log + 1] = "closed" end})
+    local _ <close> = setmetatable({}, {__close = function() log[#log + 1] = "closed" end})
     fiberswap.yield()
   end)
   fiberswap.resume(c)

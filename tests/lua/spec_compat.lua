@@ -1,0 +1,155 @@
+-- spec_compat.lua: the fiber behaviours every Lua version (5.1-5.4, LuaJIT) shares.
+-- Written in the common subset of the languages, so one file runs on all five.
+local H = require "harness"
+local F = require "fiberswap"
+
+local function pack(...) return {n = select("#", ...), ...} end
+
+H.test("values go both ways, and yields cross sort, gsub and C frames", function()
+  local co = F.create(function(a, b)
+    local x = F.yield(a + b)
+    local t = {3, 1, 2}
+    table.sort(t, function(p, q) F.yield("cmp") return p < q end)
+    local s = ("ab"):gsub(".", function(c) return F.yield(c) end)
+    return x, table.concat(t, ","), s
+  end)
+  H.same(pack(F.resume(co, 1, 2)), pack(true, 3))
+  H.same(pack(F.resume(co, "X")), pack(true, "cmp"))
+  local r
+  repeat r = pack(F.resume(co, "Y")) until F.status(co) == "dead"
+  H.same(r, pack(true, "X", "1,2,3", "YY"))
+end)
+
+H.test("resuming a dead fiber or plain coroutine says so, as the built-in does", function()
+  local co = F.create(function() end)
+  F.resume(co)
+  local p = coroutine.create(function() end)
+  coroutine.resume(p)
+  H.same(pack(F.resume(co)), pack(coroutine.resume(p)))
+  H.same(pack(F.resume(p)), pack(coroutine.resume(p)))
+end)
+
+H.test("resuming a running or normal fiber fails with this version's words", function()
+  local inner, outer
+  local seen = {}
+  outer = F.create(function()
+    seen.self = pack(F.resume(outer))
+    inner = F.create(function() seen.normal = pack(F.resume(outer)) end)
+    F.resume(inner)
+  end)
+  F.resume(outer)
+  local p, q
+  p = coroutine.create(function()
+    seen.pself = pack(coroutine.resume(p))
+    q = coroutine.create(function() seen.pnormal = pack(coroutine.resume(p)) end)
+    coroutine.resume(q)
+  end)
+  coroutine.resume(p)
+  H.same(seen.self, seen.pself)
+  H.same(seen.normal, seen.pnormal)
+end)
+
+H.test("wrap raises with this version's position rule", function()
+  local boom = function() error("boom") end
+  local fw, pw = F.wrap(boom), coroutine.wrap(boom)
+  local _, fe = pcall(fw)
+  local _, pe = pcall(pw)
+  H.eq(fe, pe)
+  local n42 = function() error(42) end
+  local fn, pn = F.wrap(n42), coroutine.wrap(n42)
+  H.eq(select(2, pcall(fn)), select(2, pcall(pn)))
+end)
+
+H.test("the built-in library never runs a fiber", function()
+  local ran = false
+  local co = F.create(function() ran = true F.yield() end)
+  H.eq(coroutine.resume(co), false)
+  H.eq(ran, false)
+  F.resume(co)
+  H.eq(coroutine.resume(co), false)
+  H.eq(F.status(co), "suspended")
+  F.close(co)
+  H.eq(F.status(co), "dead")
+end)
+
+H.test("errors come back as false and the same object", function()
+  local e = {}
+  H.same(pack(F.resume(F.create(function() error(e) end))), pack(false, e))
+end)
+
+H.test("yield outside any coroutine fails as the built-in yield does", function()
+  H.same(pack(pcall(F.yield)), pack(pcall(coroutine.yield)))
+end)
+
+H.test("spawn, isfiber and the default stack size", function()
+  H.same(pack(select(2, F.spawn(function(...) return select("#", ...) end, 1, nil, 3))),
+         pack(true, 3))
+  H.eq(F.isfiber(F.create(print)), true)
+  H.eq(F.isfiber(coroutine.create(function() end)), false)
+  H.eq(F.stacksize(), _VERSION == "Lua 5.4" and 512 * 1024 or 2 * 1024 * 1024)
+end)
+
+H.test("suspended fibers that become garbage give their stacks back", function()
+  local base = F.stats().fibers
+  local held = {}
+  for i = 1, 50 do
+    held[i] = F.create(function() table.sort({2, 1}, function(a, b) F.yield() return a < b end) end)
+    F.resume(held[i])
+  end
+  H.eq(F.stats().fibers, base + 50)
+  held = nil -- luacheck: ignore 311
+  collectgarbage() collectgarbage() collectgarbage()
+  H.eq(F.stats().fibers, base)
+end)
+
+-- LuaJIT keeps per-VM state (the running lua_State, cur_L) that a stack
+-- switch inside a C function must not leave stale: hot loops compiled on both
+-- sides take side exits on every switch.  Runs everywhere; matters on LuaJIT.
+H.test("JIT-compiled loops with side exits on both sides of every switch", function()
+  local function churn(seed, n)
+    local acc = 0
+    for i = 1, n do
+      local k = (i + seed) % 3
+      local v = k == 0 and tostring(i) or (k == 1 and {i} or i)
+      if type(v) == "string" then acc = acc + #v
+      elseif type(v) == "table" then acc = acc + v[1]
+      else acc = acc + v end
+    end
+    return acc
+  end
+  local N = 20000
+  local co = F.create(function()
+    local total = 0
+    for k = 1, N do
+      total = total + churn(k, 7)
+      local got = F.yield(total)
+      if got ~= k then error("fiber got " .. tostring(got) .. ", want " .. k) end
+    end
+    return "done", total
+  end)
+  local ok, last = F.resume(co)
+  for k = 1, N - 1 do
+    ok, last = F.resume(co, k)
+    if not ok then break end
+    H.eq(churn(-k, 5), churn(-k, 5))
+  end
+  H.eq(ok, true)
+  H.same(pack(F.resume(co, N)), pack(true, "done", last))
+end)
+
+H.test("an error raised in JIT-compiled fiber code comes back as false, err", function()
+  local co = F.create(function()
+    local s = 0
+    for i = 1, 1000 do
+      s = s + i
+      if i % 100 == 0 then F.yield(s) end
+    end
+    error("after loop " .. s)
+  end)
+  local last
+  repeat last = pack(F.resume(co)) until F.status(co) == "dead"
+  H.eq(last[1], false)
+  H.ok(tostring(last[2]):find("after loop 500500", 1, true), tostring(last[2]))
+end)
+
+H.done()
