@@ -142,7 +142,8 @@ test: deps-test
 	  $(call lua_suites,asm) $(call lua_suites,ucontext) \
 	  $(foreach v,$(filter-out $(LUA),$(LUAS)),"$(v)-asm-spec_compat=\
 	    LUA_CPATH='build/asm/$(v)/?.so;;' LUA_PATH='tests/lua/?.lua;;' $(v) $(PORTABLE_SPECS)") \
-	  "luacheck=sh tests/lint.sh"
+	  "luacheck=sh tests/lint.sh" \
+	  "rock=LUAV=5.4 sh tests/install/test_rock.sh"
 
 module-test: $(MOD) $(TESTMOD)
 
