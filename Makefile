@@ -69,7 +69,7 @@ ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on
 VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan valgrind install \
+.PHONY: all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
         clean deps-test deps-bench deps-demo deps-valgrind
 
 all: lib module
@@ -85,6 +85,7 @@ help:
 	@echo "make demo         a tour of fiberswap from Lua (make demo-c: from C)"
 	@echo "make asan         the C tests and Lua specs under ASan+UBSan"
 	@echo "make valgrind     the C tests and Lua specs under valgrind memcheck"
+	@echo "make tsan         the two-thread and thread-migration hosts under ThreadSanitizer"
 	@echo "make install      header, library and pkg-config file into PREFIX=$(PREFIX)"
 	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
 
@@ -131,7 +132,8 @@ test: deps-test
 	$(MAKE) --no-print-directory BACKEND=ucontext build/ucontext/test_fiber build/ucontext/test_maplimit
 	$(MAKE) --no-print-directory BACKEND=asm CC=clang B=build/clang-asm build/clang-asm/test_fiber
 	$(MAKE) --no-print-directory BACKEND=ucontext CC=clang B=build/clang-ucontext build/clang-ucontext/test_fiber
-	$(MAKE) --no-print-directory BACKEND=asm module-test
+	$(MAKE) --no-print-directory BACKEND=asm module-test build/asm/embed_host \
+	  build/asm/embed_threads build/asm/embed_migrate
 	$(MAKE) --no-print-directory BACKEND=ucontext module-test
 	@for v in $(filter-out $(LUA),$(LUAS)); do \
 	  $(MAKE) --no-print-directory BACKEND=asm LUA=$$v module || exit 1; done
@@ -142,10 +144,21 @@ test: deps-test
 	  $(call lua_suites,asm) $(call lua_suites,ucontext) \
 	  $(foreach v,$(filter-out $(LUA),$(LUAS)),"$(v)-asm-spec_compat=\
 	    LUA_CPATH='build/asm/$(v)/?.so;;' LUA_PATH='tests/lua/?.lua;;' $(v) $(PORTABLE_SPECS)") \
+	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
 	  "rock=LUAV=5.4 sh tests/install/test_rock.sh"
 
 module-test: $(MOD) $(TESTMOD)
+
+# C hosts that link the module statically (luaL_requiref), on Lua 5.4.
+EMBED_LUA = lua5.4
+EMBED     = $(B)/embed_host $(B)/embed_threads $(B)/embed_migrate
+$(B)/embed_%: tests/embed/%.c binding/fiberswap.c binding/compat.h $(LIB_A)
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags $(EMBED_LUA)) -Ibinding $< \
+	  binding/fiberswap.c $(LIB_A) -o $@ $(shell pkg-config --libs $(EMBED_LUA)) $(LDLIBS)
+embed_suites = "embed-host$(2)=$(3) $(1)/embed_host" \
+               "embed-threads$(2)=$(3) $(1)/embed_threads" \
+               "embed-migrate$(2)=$(3) $(1)/embed_migrate"
 
 # The Lua specs as run_suites.sh arguments: $(1) names the suites, $(2) is
 # the build directory whose modules they load, $(3) what runs the interpreter.
@@ -171,15 +184,29 @@ ASAN_B = build/asan-$(BACKEND)
 asan: deps-test
 	@echo "== C tests and Lua specs under ASan+UBSan ($(BACKEND))"
 	$(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="-O1 -g $(SAN_FLAGS)" \
-	  $(ASAN_B)/test_fiber $(ASAN_B)/$(LUA)/fiberswap.so $(ASAN_B)/$(LUA)/fiberswap_test.so
+	  $(ASAN_B)/test_fiber $(ASAN_B)/$(LUA)/fiberswap.so $(ASAN_B)/$(LUA)/fiberswap_test.so \
+	  $(ASAN_B)/embed_host $(ASAN_B)/embed_threads $(ASAN_B)/embed_migrate
 	$(ASAN_ENV) sh scripts/run_suites.sh "c-asan-$(BACKEND)=$(ASAN_B)/test_fiber" \
-	  $(call lua_run,asan-$(BACKEND),$(ASAN_B),$(SAN_PRELOAD))
+	  $(call lua_run,asan-$(BACKEND),$(ASAN_B),$(SAN_PRELOAD)) \
+	  $(call embed_suites,$(ASAN_B),-asan-$(BACKEND),)
 
-valgrind: deps-valgrind $(B)/test_fiber $(MOD) $(TESTMOD)
+# Two OS threads with a Lua state each, and one state moved between two
+# threads: ThreadSanitizer, which the library tells about every switch.
+TSAN_B = build/tsan-$(BACKEND)
+tsan: deps-test
+	@echo "== embedding hosts under ThreadSanitizer ($(BACKEND))"
+	$(MAKE) --no-print-directory B=$(TSAN_B) CFLAGS="-O1 -g -fsanitize=thread" \
+	  $(TSAN_B)/embed_threads $(TSAN_B)/embed_migrate
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 sh scripts/run_suites.sh \
+	  "embed-threads-tsan-$(BACKEND)=$(TSAN_B)/embed_threads" \
+	  "embed-migrate-tsan-$(BACKEND)=$(TSAN_B)/embed_migrate"
+
+valgrind: deps-valgrind $(B)/test_fiber $(MOD) $(TESTMOD) $(EMBED)
 	@echo "== C tests and Lua specs under valgrind ($(BACKEND)); the two guard-page"
 	@echo "   tests' children die of SIGSEGV on purpose, and valgrind announces each"
 	sh scripts/run_suites.sh "c-valgrind-$(BACKEND)=$(VALGRIND) $(B)/test_fiber" \
-	  $(call lua_run,valgrind-$(BACKEND),$(B),$(VALGRIND))
+	  $(call lua_run,valgrind-$(BACKEND),$(B),$(VALGRIND)) \
+	  $(call embed_suites,$(B),-valgrind-$(BACKEND),$(VALGRIND))
 
 # ---- bench and demo ----------------------------------------------------------
 # Boost.Context is linked statically, so its calls are direct like ours; the

@@ -121,6 +121,7 @@ static fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
   int t;
   *fresh = 0;
   if (f != NULL && f->co == co) return f;
+  f = NULL; /* the slot, if filled, holds another thread's record */
   lua_pushvalue(L, idx);
   t = fs_rawget(L, UV_FIBERS);
   if (t == LUA_TUSERDATA) {

@@ -25,6 +25,9 @@ struct fsw_fiber {
   fsw_fn fn;
   void *arg;
   fsw_stack stack;
+#if FSW_TSAN
+  void *tsan_fiber; /* TSan's context for it (for the root: the thread's) */
+#endif
 #if FSW_ASAN
   void *asan_fake;          /* ASan's fake stack while switched out */
   const void *asan_bottom;  /* the stack ASan should know it by */
@@ -81,6 +84,13 @@ static void asan_arrive(void *fake) {
 }
 #endif
 
+/* Tell TSan, just before a switch, which fiber's context runs next. */
+#if FSW_TSAN
+#define tsan_switch(to) __tsan_switch_to_fiber((to)->tsan_fiber, 0)
+#else
+#define tsan_switch(to) ((void)0)
+#endif
+
 /* Save the running context in `save` and continue the one at `to_sp`
  * (fiber `to`) with `value`; when `save` is continued, store what it was
  * handed in *out and return FSW_OK.  `from` is the fiber that leaves.  The
@@ -120,6 +130,7 @@ static void fiber_main(void *data, void *value) {
   r = f->resumer;
   f->resumer = DEAD;
   t->current = r == &t->root ? NULL : r;
+  tsan_switch(r);
   transfer(&f->ctx, FSW_CTX_TARGET(&f->back), value, NULL, f, r);
   abort(); /* nothing ever switches back to a dead fiber */
 }
@@ -145,6 +156,9 @@ fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
   f->fn = fn;
   f->arg = arg;
   f->stack = s;
+#if FSW_TSAN
+  f->tsan_fiber = __tsan_create_fiber(0);
+#endif
 #if FSW_ASAN
   f->asan_fake = NULL;
   f->asan_bottom = FSW_STACK_LO(&s);
@@ -170,6 +184,10 @@ fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
   cur = ts.current ? ts.current : &ts.root;
   f->resumer = cur;
   ts.current = f;
+#if FSW_TSAN
+  if (cur == &ts.root) ts.root.tsan_fiber = __tsan_get_current_fiber();
+#endif
+  tsan_switch(f);
   return transfer(&f->back, FSW_CTX_TARGET(&f->ctx), in, out, cur, f);
 }
 
@@ -179,6 +197,7 @@ fsw_err fsw_yield(void *out, void **in) {
   r = cur->resumer;
   cur->resumer = NULL;
   ts.current = r == &ts.root ? NULL : r;
+  tsan_switch(r);
   return transfer(&cur->ctx, FSW_CTX_TARGET(&cur->back), out, in, cur, r);
 }
 
@@ -199,6 +218,9 @@ fsw_err fsw_destroy(fsw_fiber *f) {
   if (f == NULL) return FSW_OK;
   if (f->resumer != NULL && f->resumer != DEAD) return FSW_EBUSY;
   s = f->stack; /* the record goes with the stack */
+#if FSW_TSAN
+  __tsan_destroy_fiber(f->tsan_fiber);
+#endif
   fsw__stack_release(&s);
   return FSW_OK;
 }

@@ -42,10 +42,16 @@ static pthread_key_t pool_key;
 static int pool_key_ok; /* pthread_key_create succeeded */
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
+/* The system page size, asked once.  Threads may race to fill the cache:
+ * they all store the same value, atomically. */
 size_t fsw__page_size(void) {
   static size_t page;
-  if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
-  return page;
+  size_t p = __atomic_load_n(&page, __ATOMIC_RELAXED);
+  if (p == 0) {
+    p = (size_t)sysconf(_SC_PAGESIZE);
+    __atomic_store_n(&page, p, __ATOMIC_RELAXED);
+  }
+  return p;
 }
 
 fsw_err fsw__stack_size_check(size_t request, size_t *usable) {

@@ -28,6 +28,28 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save,
 void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FSW_TSAN 1
+#endif
+#endif
+#if !defined(FSW_TSAN) && defined(__SANITIZE_THREAD__)
+#define FSW_TSAN 1
+#endif
+#ifndef FSW_TSAN
+#define FSW_TSAN 0
+#endif
+
+#if FSW_TSAN
+/* From the TSan runtime (sanitizer/tsan_interface.h): each fiber gets a
+ * context of its own, so TSan's per-thread shadow stack never sees frames
+ * entered on one stack return on another. */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
 #if !defined(FSW_NO_VALGRIND) && defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>

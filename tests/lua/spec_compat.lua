@@ -102,6 +102,26 @@ H.test("suspended fibers that become garbage give their stacks back", function()
   H.eq(F.stats().fibers, base)
 end)
 
+-- Regression: with the record cache full (256 slots), a thread the module
+-- does not know (a dead plain coroutine) used to be answered with the cached
+-- record of whatever fiber shared its slot.
+H.test("threads the module does not know are never taken for a parked fiber", function()
+  local parked = {}
+  for i = 1, 300 do
+    parked[i] = F.create(function() F.yield() return "fiber " .. i end)
+    F.resume(parked[i])
+  end
+  for _ = 1, 600 do
+    local co = coroutine.create(function() end)
+    coroutine.resume(co)
+    H.eq(F.status(co), "dead")
+    H.same(pack(F.resume(co)), pack(false, "cannot resume dead coroutine"))
+    H.eq(F.isfiber(co), false)
+  end
+  for i = 1, 300 do H.eq(F.status(parked[i]), "suspended") end
+  for i = 1, 300 do H.same(pack(F.resume(parked[i])), pack(true, "fiber " .. i)) end
+end)
+
 -- LuaJIT keeps per-VM state (the running lua_State, cur_L) that a stack
 -- switch inside a C function must not leave stale: hot loops compiled on both
 -- sides take side exits on every switch.  Runs everywhere; matters on LuaJIT.
