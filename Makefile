@@ -146,7 +146,7 @@ test: deps-test
 	    LUA_CPATH='build/asm/$(v)/?.so;;' LUA_PATH='tests/lua/?.lua;;' $(v) $(PORTABLE_SPECS)") \
 	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
-	  "rock=LUAV=5.4 sh tests/install/test_rock.sh"
+	  $(foreach v,5.4 5.3 5.2 5.1,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
 
 module-test: $(MOD) $(TESTMOD)
 

@@ -155,6 +155,11 @@ H.test("JIT-compiled loops with side exits on both sides of every switch", funct
   end
   H.eq(ok, true)
   H.same(pack(F.resume(co, N)), pack(true, "done", last))
+  local jit = rawget(_G, "jit") -- LuaJIT only
+  if jit then -- the loops really ran as compiled traces, on both sides
+    H.eq(jit.status(), true)
+    H.ok(require("jit.util").traceinfo(1) ~= nil, "no trace was compiled")
+  end
 end)
 
 H.test("an error raised in JIT-compiled fiber code comes back as false, err", function()
