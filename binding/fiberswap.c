@@ -220,6 +220,24 @@ static int plain_status(lua_State *L, lua_State *co) {
   }
 }
 
+/* Move a failed coroutine's error object to L.  Before 5.4, which has no
+ * lua_resetthread to find it, a copy stays on the dead thread with a
+ * marker above it, for close to return as 5.4's does. */
+#if !FS_HAS_CLOSE
+static const char errkept; /* the marker: its address */
+#endif
+static void takeerror(lua_State *co, lua_State *L) {
+#if !FS_HAS_CLOSE
+  if (lua_checkstack(co, 2)) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    lua_pushlightuserdata(co, (void *)&errkept);
+    return;
+  }
+#endif
+  lua_xmove(co, L, 1);
+}
+
 /* A resume failed, its message or error object on top: `false, msg` for
  * resume, a raised error for wrap, with the position prefix Lua 5.4's wrap
  * adds to strings (not to memory errors).  For an error raised inside the
@@ -246,6 +264,19 @@ static int resume_failed(lua_State *L, int op, lua_State *co, int status,
   return lua_error(L);
 }
 
+/* Too many values to move between the threads: `false, msg` (a raised
+ * error for wrap), as lcorolib does from 5.2 on; Lua 5.1 raises it. */
+static int too_many(lua_State *L, int op, lua_State *co, const char *what) {
+#if FS_TOOMANY_RAISES
+  (void)op;
+  (void)co;
+  return luaL_error(L, "too many %s to resume", what);
+#else
+  lua_pushfstring(L, "too many %s to resume", what);
+  return resume_failed(L, op, co, LUA_OK, 0);
+#endif
+}
+
 /* Resume a plain coroutine (or a dead fiber) as lcorolib does: for resume,
  * as auxresume and luaB_coresume; for a wrap, as auxwrap. */
 static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
@@ -255,28 +286,23 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
                                         NULL, FS_MSG_NORMAL};
   const char *refused = refusal[plain_status(L, co)];
   if (refused != NULL) {
-    lua_pushstring(L, refused);
+    lua_pushstring(L, fs_refusal(co, refused));
     return resume_failed(L, op, co, LUA_OK, 0);
   }
 #endif
-  if (!lua_checkstack(co, narg)) {
-    lua_pushliteral(L, "too many arguments to resume");
-    status = -1;
-  } else {
-    lua_xmove(L, co, narg);
-    status = fs_resume(co, L, narg, &nres);
-    if (status == LUA_OK || status == LUA_YIELD) {
-      if (lua_checkstack(L, nres + 1)) {
-        if (op == OP_RESUME) lua_pushboolean(L, 1);
-        lua_xmove(co, L, nres);
-        return nres + (op == OP_RESUME);
-      }
-      lua_pop(co, nres);
-      lua_pushliteral(L, "too many results to resume");
-      status = -1;
-    } else
-      lua_xmove(co, L, 1);
+  if (!lua_checkstack(co, narg)) return too_many(L, op, co, "arguments");
+  lua_xmove(L, co, narg);
+  status = fs_resume(co, L, narg, &nres);
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (lua_checkstack(L, nres + 1)) {
+      if (op == OP_RESUME) lua_pushboolean(L, 1);
+      lua_xmove(co, L, nres);
+      return nres + (op == OP_RESUME);
+    }
+    lua_pop(co, nres);
+    return too_many(L, op, co, "results");
   }
+  takeerror(co, L);
   status = lua_status(co);
   return resume_failed(L, op, co, status,
                        status != LUA_OK && status != LUA_YIELD);
@@ -301,6 +327,9 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
     }
     if (!lua_checkstack(co, n + 2)) {
       lua_pop(L, 1);
+#if FS_TOOMANY_RAISES
+      luaL_error(L, "too many arguments to resume");
+#endif
       lua_pushliteral(L, "too many arguments to resume");
       return LUA_ERRRUN;
     }
@@ -414,11 +443,10 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
       n++; /* the body */
     } else if (f->state != F_SUSPENDED) {
       if (f->state == F_DEAD) lua_pushliteral(L, "cannot resume dead coroutine");
-      else lua_pushstring(L, L == co ? FS_MSG_RUNNING : FS_MSG_NORMAL);
+      else lua_pushstring(L, fs_refusal(co, L == co ? FS_MSG_RUNNING : FS_MSG_NORMAL));
       return resume_failed(L, op, co, LUA_OK, 0);
     } else if (n > LUA_MINSTACK && !lua_checkstack(co, n)) {
-      lua_pushliteral(L, "too many arguments to resume");
-      return resume_failed(L, op, co, LUA_OK, 0);
+      return too_many(L, op, co, "arguments");
     } else if (n > 0)
       lua_xmove(L, co, n);
     f->state = F_ACTIVE;
@@ -442,13 +470,12 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
     release(f);
   }
   if (PACK_ST(out) == ST_ERROR) {
-    lua_xmove(co, L, 1);
+    takeerror(co, L);
     return resume_failed(L, op, co, n, 1);
   }
   if (n >= LUA_MINSTACK && !lua_checkstack(L, n + 1)) {
     lua_pop(co, n);
-    lua_pushliteral(L, "too many results to resume");
-    return resume_failed(L, op, co, LUA_OK, 0);
+    return too_many(L, op, co, "results");
   }
   if (op != OP_WRAP) lua_pushboolean(L, 1);
   if (n > 0) lua_xmove(co, L, n);
@@ -465,8 +492,13 @@ static int l_resume(lua_State *L) {
 
 static int l_yield(lua_State *L) {
   fiber *f = running;
-  if (f == NULL || f->co != L) /* not a fiber: Lua's own rules */
+  if (f == NULL || f->co != L) { /* not a fiber: Lua's own rules */
+#if FS_LUAJIT /* its coroutine.yield puts the caller's position first */
+    if (!lua_isyieldable(L))
+      return luaL_error(L, "attempt to yield across C-call boundary");
+#endif
     return lua_yield(L, lua_gettop(L));
+  }
   return xfer(L, OP_YIELD, L, f, lua_gettop(L));
 }
 
@@ -621,6 +653,13 @@ static int l_close(lua_State *L) {
   else if (status != COS_DEAD)
     return luaL_error(L, "cannot close a plain coroutine before Lua 5.4 "
                          "(close works on fibers)");
+  else if (lua_touserdata(co, -1) == (void *)&errkept) { /* failed */
+    lua_pushboolean(L, 0);
+    lua_pushvalue(co, -2);
+    lua_xmove(co, L, 1);
+    lua_settop(co, 0); /* closed: the next close returns true */
+    return 2;
+  }
   lua_pushboolean(L, 1);
   return 1;
 #endif

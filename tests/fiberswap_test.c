@@ -1,12 +1,35 @@
 /* fiberswap_test.c: a test-only Lua module of C frames for fibers to cross.
  * Every function here calls Lua back with plain lua_call (no continuation),
- * so a yield inside can only succeed by switching machine stacks. */
+ * so a yield inside can only succeed by switching machine stacks.  Builds
+ * for Lua 5.1 to 5.4 and LuaJIT 2.1: compat.h (binding/) supplies what 5.1
+ * lacks of the 5.2 auxiliary API, and the few lines below the rest. */
 #define _GNU_SOURCE /* qsort_r */
 #include <limits.h>
 #include <stdlib.h>
 
-#include "lua.h"
-#include "lauxlib.h"
+#include "compat.h"
+
+/* The length without metamethods: lua_objlen before 5.2 (LuaJIT too). */
+#if LUA_VERSION_NUM < 502
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+#endif
+
+/* lua_tointegerx with 5.3's meaning on every version: the value as an
+ * integer, and whether it is a number with an integral value.  Before 5.3
+ * (and on LuaJIT) numbers are doubles, and lua_tointegerx, where it exists,
+ * accepts any number. */
+static lua_Integer tointegerx(lua_State *L, int idx, int *isint) {
+#if LUA_VERSION_NUM >= 503
+  return lua_tointegerx(L, idx, isint);
+#else
+  /* Within +-2^53 every double converts exactly and no cast overflows. */
+  const lua_Number limit = 9007199254740992.0;
+  lua_Number n = lua_tonumber(L, idx);
+  *isint = lua_isnumber(L, idx) && n >= -limit && n <= limit &&
+           (lua_Number)(lua_Integer)n == n;
+  return *isint ? (lua_Integer)n : 0;
+#endif
+}
 
 /* Every function gets one upvalue: fiberswap.yield, fetched at luaopen. */
 #define UV_YIELD lua_upvalueindex(1)
@@ -59,7 +82,7 @@ static int produce(lua_State *L) {
     lua_pushvalue(L, 2);
     lua_pushinteger(L, i);
     lua_call(L, 1, 1);
-    v = lua_tointegerx(L, -1, &isint);
+    v = tointegerx(L, -1, &isint);
     if (!isint)
       return luaL_error(L, "produce: callback returned %s for %d, not an "
                            "integer", luaL_typename(L, -1), (int)i);
@@ -116,7 +139,7 @@ static int l_qsort(lua_State *L) {
     int isint;
     lua_Integer x;
     lua_rawgeti(L, 1, i + 1);
-    x = lua_tointegerx(L, -1, &isint);
+    x = tointegerx(L, -1, &isint);
     if (!isint || x < INT_MIN || x > INT_MAX)
       return luaL_error(L, "qsort: element %d is not a C int", (int)(i + 1));
     v[i] = (int)x;
@@ -181,7 +204,7 @@ LUAMOD_API int luaopen_fiberswap_test(lua_State *L);
 /* The module table; fiberswap itself is required here for its yield. */
 LUAMOD_API int luaopen_fiberswap_test(lua_State *L) {
   luaL_checkversion(L);
-  luaL_newlibtable(L, funcs);
+  lua_createtable(L, 0, (int)(sizeof(funcs) / sizeof(funcs[0]) - 1));
   lua_getglobal(L, "require");
   lua_pushliteral(L, "fiberswap");
   lua_call(L, 1, 1);

@@ -1,22 +1,122 @@
 -- spec_api.lua: fiberswap's Lua API against Lua's own coroutine library.
 -- Most tests run one scenario twice, with the built-in library and with
 -- fiberswap, and require the same values, statuses and messages.
+--
+-- Runs on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1: the file is written in
+-- their common subset, and the code that needs 5.4's syntax (to-be-closed
+-- variables) is compiled with load() only on 5.4 (see lua54 below).  Where
+-- the README ("Lua versions") documents that a version differs, the
+-- expectation follows the version; a check that a version cannot make at
+-- all prints "# skipped on <version>: <reason>" and the test goes on.  On
+-- 5.4 every check of the 5.4-only spec is still made, unchanged.
 local H = require "harness"
 local fs = require "fiberswap"
 
 local builtin = coroutine
-local unpack, pack = table.unpack, table.pack
+local unpack = table.unpack or rawget(_G, "unpack") -- a global before 5.2
+local pack = table.pack or function(...) -- new in 5.2
+  return {n = select("#", ...), ...}
+end
 
--- Run scenario(lib) under pcall with the built-in library, then with
--- fiberswap, and check both outcomes are equal value for value (the first
--- value is pcall's status).  Returns the two outcomes, built-in first.
-local function agree(scenario)
-  local line = debug.getinfo(2, "l").currentline
-  local want = pack(pcall(scenario, builtin))
+-- Which Lua runs this file.  LuaJIT's _VERSION says "Lua 5.1".
+local jit = rawget(_G, "jit")
+local V54 = _VERSION == "Lua 5.4"
+local V53 = _VERSION == "Lua 5.3"
+local V51 = _VERSION == "Lua 5.1" and not jit -- PUC Lua 5.1 only
+local VERSION = jit and jit.version or _VERSION
+
+-- A check this version cannot make: say so on the TAP stream.
+local function skip(reason)
+  print("# skipped on " .. VERSION .. ": " .. reason)
+end
+
+-- The main thread.  coroutine.running() names it from 5.2 on; 5.1 and
+-- LuaJIT return nil there, so it is taken from fiberswap, whose running()
+-- has 5.4's results everywhere (README, "Lua versions"; checked by
+-- "running in the main thread returns it and true").
+local MAIN = builtin.running() or fs.running()
+
+-- The built-in library the scenarios compare with: on 5.4, coroutine
+-- itself.  Before 5.4 it lacks what the README says fiberswap offers every
+-- version ("the full 5.4-style API"), so two functions are filled in with
+-- the behaviour documented for that version:
+--   running()       5.1 and LuaJIT return nil in the main thread; 5.4
+--                   returns it and true, a coroutine and false.
+--   isyieldable([co])  no thread argument before 5.4 (none at all before
+--                   5.3).  For the running thread: the built-in answer, or
+--                   on 5.1 and 5.2, which cannot tell, true for any thread
+--                   but the main one (README).  For another thread, Lua's
+--                   answer: on 5.1 and 5.2 the same rule; on 5.3 and
+--                   LuaJIT lua_isyieldable(co), which holds only inside a
+--                   resume, so of the threads that are not running only a
+--                   normal one can yield.
+-- Where no version-independent answer exists (close of a plain coroutine
+-- before 5.4, which the README says raises), the tests say what they check.
+local ref = builtin
+if not V54 then
+  ref = setmetatable({}, {__index = builtin})
+  if builtin.running() == nil then
+    ref.running = function()
+      local co = builtin.running()
+      if co ~= nil then return co, false end
+      return MAIN, true
+    end
+  end
+  ref.isyieldable = function(...)
+    local me, ismain = ref.running()
+    local co = ...
+    if select("#", ...) == 0 or co == me then
+      if builtin.isyieldable then return builtin.isyieldable() end
+      return not ismain
+    end
+    if not builtin.isyieldable then return co ~= MAIN end
+    return builtin.status(co) == "normal"
+  end
+end
+
+-- The messages this version's coroutine library gives for a resume of a
+-- running or normal coroutine (README, "Lua versions": 5.1 says "running"
+-- and "normal", LuaJIT "running" for both, 5.2 on "non-suspended").
+local NONSUSPENDED = "cannot resume non-suspended coroutine"
+local RUNNING = _VERSION == "Lua 5.1" and "cannot resume running coroutine" or NONSUSPENDED
+local NORMAL = V51 and "cannot resume normal coroutine" or RUNNING
+-- 5.2 and 5.3 call a coroutine whose current frame is empty dead before
+-- they ask lua_resume (README, "Where it differs"), as fiberswap does there.
+local EMPTY = (_VERSION == "Lua 5.2" or V53) and "cannot resume dead coroutine"
+
+-- Why the tests of to-be-closed variables are skipped before 5.4, and
+-- checks of math.type before 5.3.
+local NO_TBC = "to-be-closed variables are new in Lua 5.4 (README, \"Lua versions\")"
+local NO_INTEGER = "math.type: numbers have no integer subtype before Lua 5.3; " ..
+                   "checked that the number is whole"
+
+-- Run scenario(lib) under pcall with the built-in library (ref, above),
+-- then with fiberswap, and check both outcomes are equal value for value
+-- (the first value is pcall's status).  `documented`, if given, first
+-- adjusts the built-in outcome where the README says this version's
+-- fiberswap answers otherwise; it is never given on 5.4.  Returns the two
+-- outcomes, built-in first.
+local function compare(line, scenario, documented)
+  local want = pack(pcall(scenario, ref))
   local got = pack(pcall(scenario, fs))
+  if documented then documented(want) end
   H.eq(got.n, want.n, "scenario at line " .. line .. ": number of values")
   H.same(got, want, "scenario at line " .. line)
   return want, got
+end
+local function agree(scenario, documented)
+  return compare(debug.getinfo(2, "l").currentline, scenario, documented)
+end
+
+-- Run a scenario that closes a coroutine: as agree on 5.4.  Before 5.4
+-- the built-in library has no close to compare with: the scenario runs
+-- with fiberswap alone, and the caller checks its outcome (returned second)
+-- against the behaviour the README documents, which is 5.4's.
+local function closing(scenario)
+  if V54 then
+    return compare(debug.getinfo(2, "l").currentline, scenario)
+  end
+  return nil, pack(pcall(scenario, fs))
 end
 
 -- Flatten lists (packed, or sequences) into one list of values: each
@@ -28,6 +128,10 @@ local function flat(...)
     local count = p.n or #p
     n = n + 1; out[n] = count
     for j = 1, count do n = n + 1; out[n] = p[j] end
+  end
+  if n > 7999 and _VERSION == "Lua 5.1" then -- more than 5.1's unpack takes
+    local function from(i) if i <= n then return out[i], from(i + 1) end end
+    return from(1)
   end
   return unpack(out, 1, n)
 end
@@ -51,6 +155,18 @@ local function raised(fn)
   return bare(message(fn))
 end
 
+-- The message this version's coroutine library gives when function `name`
+-- gets a non-thread argument #1 (the arguments, ...): the built-in status's
+-- message for the same arguments, with `name` put in.  For the functions
+-- the built-in library lacks before 5.4, and for literal checks: "thread
+-- expected, got number" on 5.4, "thread expected" on 5.3, "coroutine
+-- expected" on 5.1, 5.2 and LuaJIT (README, "Lua versions").
+local function notthread(name, ...)
+  local status, args = builtin.status, pack(...)
+  local msg = raised(function() status(unpack(args, 1, args.n)) end)
+  return (msg:gsub("'status'", "'" .. name .. "'"))
+end
+
 -- A to-be-closed value that appends `name` to the list `log` when closed.
 local function closer(log, name)
   return setmetatable({}, {__close = function(_, err)
@@ -59,11 +175,35 @@ local function closer(log, name)
   end})
 end
 
+-- Close co, in a scenario that only cleans up, if lib can: the built-in
+-- library has no close before 5.4, and its coroutines need none.
+local function dispose(lib, co)
+  if lib.close then lib.close(co) end
+end
+
 -- 1, 2, ..., n as a packed list.
 local function range(n)
   local t = {n = n}
   for i = 1, n do t[i] = i end
   return t
+end
+
+-- The value of `src`, a chunk in Lua 5.4's syntax (to-be-closed variables)
+-- that returns it, such as a scenario; used only on 5.4, so that this file
+-- parses everywhere.  Write it as lua54[[ with the code from the next line
+-- on: the chunk is padded so that its lines, and so the positions in its
+-- messages, are this file's.  It sees the globals and the helpers above.
+local lua54
+do
+  local source = debug.getinfo(1, "S").source
+  local env = setmetatable({
+    H = H, fs = fs, builtin = builtin, pack = pack, unpack = unpack,
+    flat = flat, message = message, bare = bare, closer = closer,
+  }, {__index = _G})
+  lua54 = function(src)
+    local line = debug.getinfo(2, "l").currentline
+    return assert(load(("\n"):rep(line) .. src, source, "t", env))()
+  end
 end
 
 -------------------------------------------------------------------- create
@@ -82,7 +222,7 @@ H.test("create returns the same shape as the built-in create", function()
   agree(function(lib)
     local co = lib.create(function() end)
     local r = pack(type(co), lib.status(co))
-    lib.close(co)
+    dispose(lib, co)
     return flat(r)
   end)
 end)
@@ -103,12 +243,26 @@ H.test("create accepts the smallest and the largest stack size", function()
 end)
 
 H.test("create rejects a non-function as the built-in does", function()
-  agree(function(lib)
+  local function scenario(lib)
     local create = lib.create
     return message(function() create(nil) end),
            message(function() create({}) end),
            message(function() create() end)
-  end)
+  end
+  if V51 then
+    -- 5.1's create takes only Lua functions ("Lua function expected");
+    -- fibers may run C functions (README, "Lua versions"), so fiberswap
+    -- checks for any function with Lua's standard message.
+    skip("comparison with coroutine.create's message: 5.1's create takes " ..
+         "only Lua functions, fiberswap's any function")
+    local none, tbl, missing = scenario(fs)
+    H.same(pack(bare(none), bare(tbl), bare(missing)),
+           pack("bad argument #1 to 'create' (function expected, got nil)",
+                "bad argument #1 to 'create' (function expected, got table)",
+                "bad argument #1 to 'create' (function expected, got no value)"))
+  else
+    agree(scenario)
+  end
   local create = fs.create
   H.eq(raised(function() create(nil) end),
        "bad argument #1 to 'create' (function expected, got nil)")
@@ -120,8 +274,20 @@ H.test("create rejects a stack size that is not an integer", function()
        "bad argument #2 to 'create' (number expected, got string)")
   H.eq(raised(function() create(print, {}) end),
        "bad argument #2 to 'create' (number expected, got table)")
-  H.eq(raised(function() create(print, 16384.5) end),
-       "bad argument #2 to 'create' (number has no integer representation)")
+  if math.type then
+    H.eq(raised(function() create(print, 16384.5) end),
+         "bad argument #2 to 'create' (number has no integer representation)")
+  else
+    -- Numbers have no integer subtype before 5.3: Lua's own functions take
+    -- the integer part of a float where they want an integer
+    -- (luaL_checkinteger), and "argument errors are Lua's standard ones"
+    -- (README, "Functions"), so 16384.5 is 16384 bytes, as it is to
+    -- string.rep.
+    skip("rejecting 16384.5: numbers have no integer subtype before 5.3; " ..
+         "checked that it is taken as 16384, as Lua's own functions do")
+    H.eq(("x"):rep(2.5), "xx")
+    H.eq(fs.info(create(print, 16384.5)).stacksize, 16384)
+  end
 end)
 
 H.test("create rejects a stack size out of range", function()
@@ -133,7 +299,8 @@ H.test("create rejects a stack size out of range", function()
   H.eq(raised(function() create(print, 1073741825) end), want)
   H.eq(raised(function() create(print, 2^31) end), want)
   H.eq(raised(function() create(print, -1) end), want)
-  H.eq(raised(function() create(print, math.mininteger) end), want)
+  -- -2^63, the smallest integer of 5.3 and 5.4, is a float before
+  H.eq(raised(function() create(print, math.mininteger or -2^63) end), want)
 end)
 
 ------------------------------------------------------------- resume, yield
@@ -208,7 +375,7 @@ H.test("resume of the running fiber returns false and the message", function()
     co = lib.create(function() return lib.resume(co) end)
     return lib.resume(co)
   end)
-  H.same(got, pack(true, true, false, "cannot resume non-suspended coroutine"))
+  H.same(got, pack(true, true, false, RUNNING))
 end)
 
 H.test("resume of a normal fiber returns false and the message", function()
@@ -220,8 +387,7 @@ H.test("resume of a normal fiber returns false and the message", function()
     end)
     return lib.resume(outer)
   end)
-  H.same(got, pack(true, true, true, false,
-                   "cannot resume non-suspended coroutine"))
+  H.same(got, pack(true, true, true, false, NORMAL))
 end)
 
 H.test("resume of the main thread from a fiber returns false", function()
@@ -230,7 +396,7 @@ H.test("resume of the main thread from a fiber returns false", function()
     local co = lib.create(function() return lib.resume(main) end)
     return lib.resume(co)
   end)
-  H.same(got, pack(true, true, false, "cannot resume non-suspended coroutine"))
+  H.same(got, pack(true, true, false, NORMAL))
 end)
 
 H.test("resume rejects a non-coroutine as the built-in does", function()
@@ -241,41 +407,78 @@ H.test("resume rejects a non-coroutine as the built-in does", function()
            message(function() resume() end),
            message(function() resume(print) end)
   end)
-  -- Lua 5.4's own wording (lcorolib's getco)
-  H.eq(bare(got[2]), "bad argument #1 to 'resume' (thread expected, got nil)")
+  -- Lua 5.4's own wording (lcorolib's getco); other versions have theirs
+  H.eq(bare(got[2]), V54 and "bad argument #1 to 'resume' (thread expected, got nil)"
+                     or notthread("resume", nil))
 end)
 
+-- n nils, for the two tests below, which overflow a stack: a body holds
+-- FULL values, and MANY more come.  5.2 to 5.4 refuse to grow a thread's
+-- Lua stack past LUAI_MAXSTACK (1000000 slots): 990000 and 20000 overflow
+-- it.  On 5.1 and LuaJIT lua_checkstack refuses more than LUAI_MAXCSTACK
+-- (8000) slots to one C function, however full the stack: 9000 values are
+-- too many there for a C library (LuaJIT's own coroutine library, part of
+-- its VM, takes them), and as unpack refuses 8000, Lua calls make them.
+local FULL, MANY = 990000, 20000
+local function nils(n) return unpack({}, 1, n) end
+if _VERSION == "Lua 5.1" then
+  FULL, MANY = 9000, 9000
+  nils = function(n, ...)
+    if n == 0 then return ... end
+    return nils(n - 1, nil, ...)
+  end
+end
+
+-- How a refused resume ends, through pcall: Lua 5.1 raises the message
+-- (with no position: pcall called resume), later versions and LuaJIT
+-- return false and the message (README, "Lua versions").
+local function refusal(msg)
+  if V51 then return pack(false, msg) end
+  return pack(true, false, msg)
+end
+
+-- Run a too-many-values scenario: as agree, but with fiberswap alone on
+-- LuaJIT, whose own library takes 9000 values where fiberswap (a C
+-- library) cannot, and for refused results on 5.1, whose own library
+-- leaves them on the thread, which then refuses every resume (README,
+-- "Lua versions").
+local function toomany(scenario, results)
+  if jit or (results and V51) then return pack(pcall(scenario, fs)) end
+  local _, got = compare(debug.getinfo(2, "l").currentline, scenario)
+  return got
+end
+
 H.test("resume refuses too many arguments and the fiber stays suspended", function()
-  local _, got = agree(function(lib)
+  local got = toomany(function(lib)
     -- the body fills its Lua stack almost to the limit, then yields
     local co = lib.create(function()
       local function hold(...) return lib.yield() end -- luacheck: ignore 212
-      return hold(unpack({}, 1, 990000))
+      return hold(nils(FULL))
     end)
     local first = pack(lib.resume(co))
-    local refused = pack(lib.resume(co, unpack({}, 1, 20000)))
+    local refused = pack(pcall(lib.resume, co, nils(MANY)))
     local status = lib.status(co)
     local last = pack(lib.resume(co, "a", "b"))
     return flat(first, refused, pack(status), last)
   end)
-  H.same(got, pack(true, 1, true, 2, false, "too many arguments to resume",
-                   1, "suspended", 3, true, "a", "b"))
+  H.same(got, pack(true, flat(pack(true), refusal("too many arguments to resume"),
+                              pack("suspended"), pack(true, "a", "b"))))
 end)
 
 H.test("resume refuses too many results and the fiber stays suspended", function()
-  local _, got = agree(function(lib)
+  local got = toomany(function(lib)
     local co = lib.create(function()
-      return lib.yield(unpack({}, 1, 990000))
+      return lib.yield(nils(FULL))
     end)
-    -- the resumer's own stack holds 20000 values when the results come
-    local function resume_full(...) return lib.resume(co) end -- luacheck: ignore 212
-    local refused = pack(resume_full(unpack({}, 1, 20000)))
+    -- the resumer's own stack holds MANY values when the results come
+    local function resume_full(...) return pcall(lib.resume, co) end -- luacheck: ignore 212
+    local refused = pack(resume_full(nils(MANY)))
     local status = lib.status(co)
     local last = pack(lib.resume(co, "again"))
     return flat(refused, pack(status), last)
-  end)
-  H.same(got, pack(true, 2, false, "too many results to resume",
-                   1, "suspended", 2, true, "again"))
+  end, true)
+  H.same(got, pack(true, flat(refusal("too many results to resume"),
+                              pack("suspended"), pack(true, "again"))))
 end)
 
 H.test("yield returns what the next resume passed", function()
@@ -295,7 +498,11 @@ H.test("yield outside any coroutine raises the built-in message", function()
     local yield = lib.yield
     return message(function() yield(1) end)
   end)
-  H.eq(got[2], "attempt to yield from outside a coroutine")
+  -- 5.1 and LuaJIT word it their own way ("attempt to yield across
+  -- [metamethod/]C-call boundary"): there the comparison is the check.
+  if _VERSION ~= "Lua 5.1" then
+    H.eq(got[2], "attempt to yield from outside a coroutine")
+  end
 end)
 
 H.test("yield works from inside pcall, table.sort, gsub and metamethods", function()
@@ -341,7 +548,13 @@ H.test("a non-string error value comes back as the same object", function()
       local ok, err = lib.resume(co)
       return ok, err == v, type(err), lib.status(co)
     end)
-    H.same(got, pack(true, false, true, type(v), "dead"))
+    if type(v) == "number" and not (V53 or V54) then
+      -- 5.1's and 5.2's error() (LuaJIT's too) puts the position in front
+      -- of anything lua_isstring takes: a number is a message there
+      H.same(got, pack(true, false, false, "string", "dead"))
+    else
+      H.same(got, pack(true, false, true, type(v), "dead"))
+    end
   end
 end)
 
@@ -391,7 +604,7 @@ H.test("status of a fresh fiber is suspended", function()
   agree(function(lib)
     local co = lib.create(function() end)
     local s = lib.status(co)
-    lib.close(co)
+    dispose(lib, co)
     return s
   end)
 end)
@@ -401,7 +614,7 @@ H.test("status of a yielded fiber is suspended", function()
     local co = lib.create(function() lib.yield() end)
     lib.resume(co)
     local s = lib.status(co)
-    lib.close(co)
+    dispose(lib, co)
     return s
   end)
 end)
@@ -499,7 +712,16 @@ H.test("running in the main thread returns it and true", function()
     local me, ismain = lib.running()
     return type(me), ismain, me == builtin.running()
   end)
-  H.same(got, pack(true, "thread", true, true))
+  if builtin.running() ~= nil then
+    H.same(got, pack(true, "thread", true, true))
+  else
+    -- 5.1's and LuaJIT's running() returns nil in the main thread: the
+    -- built-in status must take fiberswap's answer for the running thread
+    skip("the main thread is compared with coroutine.status, as " ..
+         "coroutine.running() returns nil in it")
+    H.same(got, pack(true, "thread", true, false))
+    H.eq(builtin.status((fs.running())), "running")
+  end
 end)
 
 H.test("running inside a fiber returns the same shape as the built-in", function()
@@ -542,7 +764,9 @@ H.test("isyieldable inside a plain coroutine is the built-in answer", function()
     end)
     return lib.resume(co)
   end)
-  H.same(got, pack(true, true, true, false))
+  -- Lua cannot yield from a comparator; 5.1 and 5.2 cannot tell, and say
+  -- true for any thread but the main one (README, "Lua versions")
+  H.same(got, pack(true, true, true, builtin.isyieldable == nil))
 end)
 
 H.test("isyieldable in the main thread is false", function()
@@ -563,20 +787,36 @@ H.test("isyieldable(co) of a fiber seen from outside is the built-in answer", fu
     local r = pack(lib.isyieldable(main), lib.isyieldable(fresh),
                    lib.isyieldable(yielded), lib.isyieldable(finished),
                    lib.isyieldable(failed))
-    lib.close(fresh)
-    lib.close(yielded)
+    dispose(lib, fresh)
+    dispose(lib, yielded)
     return flat(r)
+  end, not V54 and function(want)
+    -- true for any fiber that is not dead (README, "Functions"), as 5.4
+    -- says of plain coroutines too; before 5.4 a fresh or suspended plain
+    -- coroutine may not yield (5.3 and LuaJIT; 5.1 and 5.2 say true)
+    want[4], want[5] = true, true
   end)
 end)
 
 H.test("isyieldable(co) of a fiber closed mid-body is the built-in answer", function()
-  local _, got = agree(function(lib)
+  local function scenario(lib)
     local co = lib.create(function() lib.yield() end)
     lib.resume(co)
     lib.close(co)
     return lib.status(co), lib.isyieldable(co)
-  end)
-  H.same(got, pack(true, "dead", true))
+  end
+  if V54 then
+    local _, got = agree(scenario)
+    H.same(got, pack(true, "dead", true))
+  else
+    -- No built-in close before 5.4.  The closed fiber is dead, and its
+    -- thread keeps its frames (README, "Lua versions"), the body's under
+    -- the C call that keeps the built-in yield from suspending a fiber
+    -- (README, "Speed"): Lua's answer for it is false on 5.3 and LuaJIT;
+    -- 5.1 and 5.2 say true for any thread but the main one.
+    H.same(pack(pcall(scenario, fs)),
+           pack(true, "dead", builtin.isyieldable == nil))
+  end
 end)
 
 H.test("isyieldable(co) of the caller seen from inside a fiber", function()
@@ -591,13 +831,22 @@ H.test("isyieldable(co) of the caller seen from inside a fiber", function()
 end)
 
 H.test("isyieldable is false inside a __gc finalizer in a fiber", function()
+  if V51 then
+    skip("a finalizer is not detected on Lua 5.1 (README, \"Lua versions\")")
+    return
+  end
   local co = fs.create(function()
     local seen = {}
     local function garbage()
-      setmetatable({}, {__gc = function()
+      local gc = function()
         seen.yieldable = fs.isyieldable()
         seen.yield = pack(pcall(fs.yield, "from gc"))
-      end})
+      end
+      if jit then -- LuaJIT, as 5.1, finalizes only userdata
+        getmetatable(rawget(_G, "newproxy")(true)).__gc = gc
+      else
+        setmetatable({}, {__gc = gc})
+      end
     end
     garbage()
     collectgarbage()
@@ -613,10 +862,15 @@ H.test("isyieldable is false inside a __gc finalizer in a fiber", function()
 end)
 
 H.test("isyieldable rejects a non-coroutine as the built-in does", function()
-  agree(function(lib)
+  local function scenario(lib)
     local isyieldable = lib.isyieldable
     return message(function() isyieldable(1) end)
-  end)
+  end
+  if V54 then
+    agree(scenario)
+  else -- the built-in takes no thread: its status's words for a non-thread
+    H.eq(bare(scenario(fs)), notthread("isyieldable", 1))
+  end
 end)
 
 ---------------------------------------------------------------------- wrap
@@ -654,7 +908,10 @@ H.test("wrap adds the position only to string errors, as the built-in", function
       local ok, err = pcall(function() local _ = f() end)
       return ok, err == v, type(err), type(err) == "string" and err or "-"
     end)
-    H.eq(got[3], type(v) ~= "string")
+    -- 5.1, 5.2 and LuaJIT prefix numbers too (README, "Lua versions")
+    local prefixed = type(v) == "string" or
+                     type(v) == "number" and not (V53 or V54)
+    H.eq(got[3], not prefixed)
   end
   local f = fs.wrap(function() error("text", 0) end)
   local err = message(function() local _ = f() end)
@@ -684,11 +941,13 @@ H.test("wrap called from its own body raises non-suspended", function()
     f = lib.wrap(function() return message(function() local _ = f() end) end)
     return f()
   end)
-  H.eq(bare(got[2]), "cannot resume non-suspended coroutine")
+  H.eq(bare(got[2]), EMPTY or RUNNING) -- f() passes nothing: an empty frame
 end)
 
 H.test("wrap closes pending to-be-closed variables when the body fails", function()
-  local _, got = agree(function(lib)
+  if not V54 then return skip(NO_TBC) end
+  local _, got = agree(lua54[[
+  return function(lib)
     local log = {}
     local f = lib.wrap(function()
       local _ <close> = closer(log, "a")
@@ -700,16 +959,24 @@ H.test("wrap closes pending to-be-closed variables when the body fails", functio
     local before = #log
     local err = message(function() local _ = f() end)
     return before, err, unpack(log)
-  end)
+  end]])
   H.eq(got[2], 0)
   H.eq(got[4], "b")
 end)
 
 H.test("wrap rejects a non-function as the built-in does", function()
-  local _, got = agree(function(lib)
+  local function scenario(lib)
     local wrap = lib.wrap
     return message(function() wrap(nil) end)
-  end)
+  end
+  local got
+  if V51 then -- as create (see "create rejects a non-function ...")
+    skip("comparison with coroutine.wrap's message: 5.1's wrap takes " ..
+         "only Lua functions, fiberswap's any function")
+    got = pack(pcall(scenario, fs))
+  else
+    got = select(2, agree(scenario))
+  end
   H.eq(bare(got[2]), "bad argument #1 to 'wrap' (function expected, got nil)")
 end)
 
@@ -723,7 +990,18 @@ end)
 --------------------------------------------------------------------- close
 
 H.test("close of a suspended fiber closes its variables in reverse order", function()
-  local _, got = agree(function(lib)
+  if not V54 then
+    skip(NO_TBC .. "; checked that close returns true and the fiber is dead")
+    local co = fs.create(function() fs.yield() end)
+    fs.resume(co)
+    H.same(pack(fs.close(co)), pack(true))
+    H.eq(fs.status(co), "dead")
+    -- its thread keeps its frames: "normal" to the built-in library (README)
+    H.eq(builtin.status(co), "normal")
+    return
+  end
+  local _, got = agree(lua54[[
+  return function(lib)
     local log = {}
     local co = lib.create(function()
       local _ <close> = closer(log, "a")
@@ -734,12 +1012,14 @@ H.test("close of a suspended fiber closes its variables in reverse order", funct
     lib.resume(co)
     local r = pack(lib.close(co))
     return flat(r, log, pack(lib.status(co)))
-  end)
+  end]])
   H.same(got, pack(true, 1, true, 2, "b", "a", 1, "dead"))
 end)
 
 H.test("close returns false and the error when a __close fails", function()
-  local _, got = agree(function(lib)
+  if not V54 then return skip(NO_TBC) end
+  local _, got = agree(lua54[[
+  return function(lib)
     local log = {}
     local co = lib.create(function()
       local _ <close> = closer(log, "a")
@@ -749,7 +1029,7 @@ H.test("close returns false and the error when a __close fails", function()
     lib.resume(co)
     local r = pack(lib.close(co))
     return flat(r, log, pack(lib.status(co)))
-  end)
+  end]])
   H.eq(got[3], false)
   H.ok(tostring(got[4]):find("in close$"), tostring(got[4]))
   -- "a" is still closed, and gets the error
@@ -758,7 +1038,7 @@ H.test("close returns false and the error when a __close fails", function()
 end)
 
 H.test("close of a fresh fiber returns true and never runs the body", function()
-  local _, got = agree(function(lib)
+  local _, got = closing(function(lib)
     local ran = false
     local co = lib.create(function() ran = true end)
     local r = pack(lib.close(co))
@@ -768,15 +1048,30 @@ H.test("close of a fresh fiber returns true and never runs the body", function()
 end)
 
 H.test("close of a returned fiber returns true", function()
-  agree(function(lib)
+  local _, got = closing(function(lib)
     local co = lib.create(function() return 1 end)
     lib.resume(co)
     return flat(pack(lib.close(co)), pack(lib.status(co)))
   end)
+  H.same(got, pack(true, 1, true, 1, "dead"))
 end)
 
 H.test("close of a failed fiber returns false and the error", function()
-  local _, got = agree(function(lib)
+  if not V54 then
+    skip(NO_TBC .. "; checked that close returns false and the error")
+    local _, got = closing(function(lib)
+      local co = lib.create(function() error("failed") end)
+      local r = pack(lib.resume(co))
+      return flat(r, pack(lib.close(co)))
+    end)
+    H.eq(got[3], false)
+    H.ok(tostring(got[4]):find("spec_api.lua:%d+: failed$"), tostring(got[4]))
+    H.same(got, pack(true, 2, false, got[4], 2, false, got[4]),
+           "resume's results, then close's")
+    return
+  end
+  local _, got = agree(lua54[[
+  return function(lib)
     local log = {}
     local co = lib.create(function()
       local _ <close> = closer(log, "a")
@@ -785,7 +1080,7 @@ H.test("close of a failed fiber returns false and the error", function()
     local r = pack(lib.resume(co))
     local before = #log
     return flat(r, pack(before), pack(lib.close(co)), log)
-  end)
+  end]])
   H.eq(got[3], false)
   H.eq(got[6], 0) -- resume leaves the variables to close
   H.eq(got[8], false)
@@ -793,17 +1088,18 @@ H.test("close of a failed fiber returns false and the error", function()
 end)
 
 H.test("close of a fiber that failed with a table returns that table", function()
-  agree(function(lib)
+  local _, got = closing(function(lib)
     local e = {}
     local co = lib.create(function() error(e) end)
     lib.resume(co)
     local ok, err = lib.close(co)
     return ok, err == e
   end)
+  H.same(got, pack(true, false, true), "close's status, its error is e")
 end)
 
 H.test("after close a fiber is dead and resume says so", function()
-  local _, got = agree(function(lib)
+  local _, got = closing(function(lib)
     local co = lib.create(function() lib.yield() end)
     lib.resume(co)
     lib.close(co)
@@ -815,7 +1111,9 @@ H.test("after close a fiber is dead and resume says so", function()
 end)
 
 H.test("close runs each __close on the closed fiber's own thread", function()
-  local _, got = agree(function(lib)
+  if not V54 then return skip(NO_TBC) end
+  local _, got = agree(lua54[[
+  return function(lib)
     local co, seen
     co = lib.create(function()
       local _ <close> = setmetatable({}, {__close = function()
@@ -826,24 +1124,28 @@ H.test("close runs each __close on the closed fiber's own thread", function()
     end)
     lib.resume(co)
     return flat(pack(lib.close(co)), seen)
-  end)
+  end]])
   H.same(got, pack(true, 1, true, 3, true, "running", false))
 end)
 
 H.test("yield inside a __close run by close fails as in the built-in", function()
-  local _, got = agree(function(lib)
+  if not V54 then return skip(NO_TBC) end
+  local _, got = agree(lua54[[
+  return function(lib)
     local co = lib.create(function()
       local _ <close> = setmetatable({}, {__close = function() lib.yield("no") end})
       lib.yield()
     end)
     lib.resume(co)
     return flat(pack(lib.close(co)), pack(lib.status(co)))
-  end)
+  end]])
   H.eq(bare(got[4]), "attempt to yield across a C-call boundary")
 end)
 
 H.test("close of a fiber suspended in nested pcalls closes every variable", function()
-  local _, got = agree(function(lib)
+  if not V54 then return skip(NO_TBC) end
+  local _, got = agree(lua54[[
+  return function(lib)
     local log = {}
     local function nest(n)
       local _ <close> = closer(log, n)
@@ -853,12 +1155,12 @@ H.test("close of a fiber suspended in nested pcalls closes every variable", func
     local co = lib.create(function() nest(50) end)
     local r = pack(lib.resume(co))
     return flat(r, pack(lib.close(co)), log)
-  end)
+  end]])
   H.eq(got[7], 51)
 end)
 
 H.test("close of the running fiber raises", function()
-  local _, got = agree(function(lib)
+  local _, got = closing(function(lib)
     local co
     co = lib.create(function()
       local close = lib.close
@@ -871,7 +1173,7 @@ H.test("close of the running fiber raises", function()
 end)
 
 H.test("close of a normal fiber raises", function()
-  local _, got = agree(function(lib)
+  local _, got = closing(function(lib)
     local outer
     outer = lib.create(function()
       local inner = lib.create(function()
@@ -887,18 +1189,26 @@ H.test("close of a normal fiber raises", function()
 end)
 
 H.test("close of the main thread raises", function()
-  agree(function(lib)
+  local _, got = closing(function(lib)
     local close, main = lib.close, lib.running()
     return message(function() close(main) end)
   end)
+  H.eq(got[1], true)
+  H.eq(bare(got[2]), "cannot close a running coroutine")
 end)
 
 H.test("close rejects a non-coroutine as the built-in does", function()
-  agree(function(lib)
+  local function scenario(lib)
     local close = lib.close
     return message(function() close("x") end),
            message(function() close() end)
-  end)
+  end
+  if V54 then
+    agree(scenario)
+  else -- no built-in close: its status's words for a non-thread
+    local x, none = scenario(fs)
+    H.same(pack(bare(x), bare(none)), pack(notthread("close", "x"), notthread("close")))
+  end
 end)
 
 --------------------------------------------------------------------- spawn
@@ -1003,7 +1313,31 @@ H.test("errors of a plain coroutine behave as the built-in", function()
 end)
 
 H.test("close of a plain coroutine behaves as the built-in", function()
-  agree(function(lib)
+  if not V54 then
+    -- No built-in close, and a plain coroutine has no machine stack to give
+    -- back: close raises for a suspended one, says true for a dead one, and
+    -- refuses a running one as 5.4 does (README, "Lua versions").
+    skip(NO_TBC .. "; checked the documented close of plain coroutines")
+    local close = fs.close
+    local co = builtin.create(function() builtin.yield() end)
+    local fresh = builtin.create(function() end)
+    builtin.resume(co)
+    local plain = "cannot close a plain coroutine before Lua 5.4 (close works on fibers)"
+    H.eq(raised(function() close(co) end), plain)
+    H.eq(raised(function() close(fresh) end), plain)
+    H.eq(builtin.status(co), "suspended")
+    H.same(pack(builtin.resume(co)), pack(true))
+    H.same(pack(close(co)), pack(true))
+    local running
+    running = builtin.create(function()
+      return raised(function() close(running) end)
+    end)
+    H.same(pack(builtin.resume(running)),
+           pack(true, "cannot close a running coroutine"))
+    return
+  end
+  agree(lua54[[
+  return function(lib)
     local log = {}
     local co = builtin.create(function()
       local _ <close> = closer(log, "a")
@@ -1023,15 +1357,19 @@ H.test("close of a plain coroutine behaves as the built-in", function()
     end)
     return flat(pack(lib.close(co)), log, pack(lib.status(co)),
                 pack(lib.close(failing)), pack(lib.resume(running)))
-  end)
+  end]])
 end)
 
 H.test("isyieldable of a plain coroutine behaves as the built-in", function()
+  if not V54 then
+    skip("closing a plain coroutine (no close before 5.4): it is run to " ..
+         "its end instead")
+  end
   agree(function(lib)
     local co = builtin.create(function() lib.yield(lib.isyieldable()) end)
     local r = pack(lib.isyieldable(co), lib.resume(co))
     r[#r + 1] = lib.isyieldable(co)
-    lib.close(co)
+    if V54 then lib.close(co) else lib.resume(co) end
     return flat(r, pack(lib.isyieldable(co)))
   end)
 end)
@@ -1040,7 +1378,7 @@ H.test("resume of the main thread from itself behaves as the built-in", function
   local _, got = agree(function(lib)
     return lib.resume(lib.running(), "x")
   end)
-  H.same(got, pack(true, false, "cannot resume non-suspended coroutine"))
+  H.same(got, pack(true, false, RUNNING))
 end)
 
 H.test("resume of a dead or running plain coroutine behaves as the built-in", function()
@@ -1133,8 +1471,8 @@ H.test("a fiber resumed from a fiber gets the right status words", function()
     end)
     local r = pack(lib.resume(outer))
     local s = pack(lib.status(outer), lib.status(inner))
-    lib.close(inner)
-    lib.close(outer)
+    dispose(lib, inner)
+    dispose(lib, outer)
     return flat(r, s)
   end)
 end)
@@ -1192,7 +1530,9 @@ H.test("coroutine.resume of a suspended fiber returns false and does not run it"
   fs.resume(co, "a")
   local r = pack(builtin.resume(co, "from builtin"))
   H.eq(r[1], false)
-  H.eq(r[2], "cannot resume non-suspended coroutine")
+  -- "non-suspended" in this version's words; "dead" on 5.2 and 5.3, as
+  -- the fiber yielded from a C function's frame that holds nothing
+  H.eq(r[2], EMPTY or NORMAL)
   H.eq(steps, 1)
   H.eq(fs.status(co), "suspended")
   H.same(pack(fs.resume(co, "b")), pack(true, "b"))
@@ -1213,26 +1553,33 @@ end)
 H.test("coroutine.resume of the running fiber returns false", function()
   local co
   co = fs.create(function() return builtin.resume(co) end)
-  H.same(pack(fs.resume(co)),
-         pack(true, false, "cannot resume non-suspended coroutine"))
+  H.same(pack(fs.resume(co)), pack(true, false, RUNNING))
 end)
 
 H.test("coroutine.close of a fresh fiber does not run it", function()
   local ran = false
   local co = fs.create(function() ran = true; return "ran" end)
-  pcall(builtin.close, co) -- the built-in sees an empty thread: any answer
+  if builtin.close then
+    pcall(builtin.close, co) -- the built-in sees an empty thread: any answer
+  else
+    skip("coroutine.close is new in Lua 5.4")
+  end
   H.eq(ran, false)
   H.eq(fs.status(co), "suspended")
   H.same(pack(fs.resume(co)), pack(true, "ran"))
 end)
 
 H.test("coroutine.close of a suspended fiber runs neither it nor its __close", function()
+  if not V54 then
+    return skip("coroutine.close and to-be-closed variables are new in Lua 5.4")
+  end
   local log = {}
-  local co = fs.create(function()
+  local co = fs.create(lua54[[
+  return function(log) return function()
     local _ <close> = closer(log, "a")
     local v = fs.yield()
     log[#log + 1] = "resumed " .. v
-  end)
+  end end]](log))
   fs.resume(co)
   local r = pack(pcall(builtin.close, co))
   if r[1] then -- the built-in chose to return: then it must report failure
@@ -1252,8 +1599,14 @@ H.test("coroutine.yield inside a fiber raises and the fiber goes on", function()
     return ok, err, fs.yield("still a fiber")
   end)
   H.same(pack(fs.resume(co)), pack(true, "still a fiber"))
-  H.same(pack(fs.resume(co, "x")),
-         pack(true, false, "attempt to yield across a C-call boundary", "x"))
+  -- before 5.4, this version's words: the built-in yield's in a comparator
+  -- of a plain coroutine (5.1 says "metamethod/C-call", LuaJIT no "a")
+  local across = V54 and "attempt to yield across a C-call boundary" or
+                 builtin.wrap(function()
+                   local comp = function() return builtin.yield() end
+                   return select(2, pcall(table.sort, {1, 2}, comp))
+                 end)()
+  H.same(pack(fs.resume(co, "x")), pack(true, false, across, "x"))
 end)
 
 ------------------------------------------------------------------- isfiber
@@ -1263,7 +1616,7 @@ H.test("isfiber is true only for fibers", function()
   local in_wrap = fs.wrap(function() return fs.isfiber(fs.running()) end)
   H.eq(fs.isfiber(co), true)
   H.eq(in_wrap(), true)
-  H.eq(fs.isfiber(builtin.create(print)), false)
+  H.eq(fs.isfiber(builtin.create(function() end)), false)
   H.eq(fs.isfiber(builtin.running()), false)
   H.eq(fs.isfiber(in_wrap), false)
   H.eq(fs.isfiber(nil), false)
@@ -1276,8 +1629,14 @@ end)
 ----------------------------------------------------------------- stacksize
 
 H.test("stacksize() returns the default, as stats reports it", function()
-  H.eq(math.type(fs.stacksize()), "integer")
-  H.eq(fs.stacksize(), 524288)
+  if math.type then
+    H.eq(math.type(fs.stacksize()), "integer")
+  else
+    skip(NO_INTEGER)
+    H.eq(fs.stacksize() % 1, 0)
+  end
+  -- 512 KiB on 5.4, 2 MiB on 5.1 to 5.3, 4 MiB on LuaJIT (README, "Lua versions")
+  H.eq(fs.stacksize(), V54 and 524288 or jit and 4194304 or 2097152)
   H.eq(fs.stats().stacksize, fs.stacksize())
 end)
 
@@ -1332,7 +1691,12 @@ H.test("info reports stacksize, stackused and status", function()
   local info = fs.info(co)
   H.eq(info.stacksize, 65536)
   H.eq(info.status, "suspended")
-  H.eq(math.type(info.stackused), "integer")
+  if math.type then
+    H.eq(math.type(info.stackused), "integer")
+  else
+    skip(NO_INTEGER)
+    H.eq(info.stackused % 1, 0)
+  end
   H.ok(info.stackused > 0, "stackused > 0")
   H.ok(info.stackused <= info.stacksize, "stackused <= stacksize")
   fs.resume(co)
@@ -1351,13 +1715,15 @@ end)
 H.test("info rejects anything but a thread", function()
   local info = fs.info
   H.eq(raised(function() info(1) end),
-       "bad argument #1 to 'info' (thread expected, got number)")
+       V54 and "bad argument #1 to 'info' (thread expected, got number)"
+       or notthread("info", 1))
   H.eq(raised(function() info() end),
-       "bad argument #1 to 'info' (thread expected, got no value)")
+       V54 and "bad argument #1 to 'info' (thread expected, got no value)"
+       or notthread("info"))
 end)
 
 H.test("info of a plain coroutine or a dead fiber says fiber = false", function()
-  local p = fs.info(builtin.create(print))
+  local p = fs.info(builtin.create(function() end))
   H.same(pack(p.fiber, p.stacksize, p.stackused, p.status),
          pack(false, 0, 0, "suspended"))
   local co = fs.spawn(function() end)
@@ -1380,8 +1746,14 @@ H.test("stats reports backend, guard, pool and default stack size", function()
   local s = fs.stats()
   H.ok(s.backend == "x86_64-sysv" or s.backend == "ucontext", tostring(s.backend))
   H.ok(s.guard == "madvise" or s.guard == "mprotect", tostring(s.guard))
-  H.eq(math.type(s.pooled), "integer")
-  H.eq(math.type(s.fibers), "integer")
+  if math.type then
+    H.eq(math.type(s.pooled), "integer")
+    H.eq(math.type(s.fibers), "integer")
+  else
+    skip(NO_INTEGER)
+    H.eq(s.pooled % 1, 0)
+    H.eq(s.fibers % 1, 0)
+  end
   H.eq(s.stacksize, fs.stacksize())
 end)
 

@@ -1,22 +1,51 @@
 -- spec_cboundary.lua: fibers yielding across C frames, where coroutines cannot.
 -- A yield inside any C call works in a fiber, values crossing both ways; a plain coroutine is refused at that spot.
+-- Runs on Lua 5.1-5.4 and LuaJIT 2.1: where a version's own library differs
+-- (raw table access before 5.3, no yield across pcall in 5.1, no `<close>`
+-- before 5.4...) the test compares with that library or prints a line
+-- "# skipped on <version>: <reason>".
 local H = require "harness"
 local fs = require "fiberswap"
 local T = require "fiberswap_test"
 local lxp = require "lxp"
 local lpeg = require "lpeg"
 
-local pack, unpack = table.pack, table.unpack
+local function pack(...) return {n = select("#", ...), ...} end
+local unpack = table.unpack or rawget(_G, "unpack") -- 5.1 and LuaJIT: a global
 
--- What Lua's own coroutine library says when a yield meets a C frame.
-local CBOUND = "attempt to yield across a C-call boundary"
+local JIT = rawget(_G, "jit") -- LuaJIT only
+local VERSION = JIT and JIT.version or _VERSION
+
+-- Print why part of a test, or a whole test, does not run on this version.
+local function skip(reason)
+  print("# skipped on " .. VERSION .. ": " .. reason)
+end
+
+-- What Lua's own coroutine library says when a yield meets a C frame, asked
+-- of it at run time: "attempt to yield across a C-call boundary" from 5.2
+-- on, "... across metamethod/C-call boundary" in 5.1, "... across C-call
+-- boundary" in LuaJIT.
+local CBOUND = select(2, coroutine.resume(coroutine.create(function()
+  return ("x"):gsub(".", coroutine.yield)
+end)))
+if _VERSION == "Lua 5.4" then
+  assert(CBOUND == "attempt to yield across a C-call boundary", CBOUND)
+end
 
 -- The first resume of body(coroutine.yield, ...) in a plain coroutine of
--- the built-in library, packed.  The coroutine is closed afterwards.
+-- the built-in library, packed.  The coroutine is closed afterwards (where
+-- the library can).  LuaJIT puts the position of the Lua function that
+-- called yield (unless by a tail call) in front of its refusal; that prefix
+-- is dropped, so that the refusal compares with CBOUND on every version.
 local function plain(body, ...)
   local co = coroutine.create(body)
   local r = pack(coroutine.resume(co, coroutine.yield, ...))
-  coroutine.close(co)
+  if coroutine.close then coroutine.close(co) end
+  for i = 1, JIT and r.n or 0 do
+    if type(r[i]) == "string" and r[i]:match("^[^\n]-:%d+: (.*)$") == CBOUND then
+      r[i] = CBOUND
+    end
+  end
   return r
 end
 
@@ -120,12 +149,54 @@ local function indexbody(yield)
   return table.concat(proxy, ",")
 end
 
-H.test("__index reached by table.concat (lua_geti) yields each key", function()
-  local yields, r = drive(fs.create(indexbody), function(k) return "v" .. k end,
-                          fs.yield)
-  H.same(firsts(yields), {1, 2, 3})
-  H.same(r, {true, "v1,v2,v3", n = 2})
-  H.same(plain(indexbody), {false, CBOUND, n = 2})
+-- Whether this version's library reaches a metamethod from C where the
+-- tests below expect it: from 5.3 on table.concat, table.unpack and
+-- table.insert go through lua_geti/lua_seti and luaL_len; before, they read
+-- and write tables raw (5.2's luaL_len alone honours __len).
+local function reaches(use)
+  local hit = false
+  pcall(use, function() hit = true end)
+  return hit
+end
+local CONCAT_INDEX = reaches(function(mark)
+  table.concat(setmetatable({}, {__index = function() mark() return "x" end}), ",", 1, 1)
+end)
+local UNPACK_LEN = reaches(function(mark)
+  unpack(setmetatable({}, {__len = function() mark() return 0 end}))
+end)
+local UNPACK_INDEX = reaches(function(mark)
+  unpack(setmetatable({}, {__index = function() mark() end}), 1, 1)
+end)
+local INSERT_NEWINDEX = reaches(function(mark)
+  table.insert(setmetatable({}, {__newindex = function() mark() end}), "x")
+end)
+if _VERSION == "Lua 5.4" then -- nothing of these tests is skipped on 5.4
+  assert(CONCAT_INDEX and UNPACK_LEN and UNPACK_INDEX and INSERT_NEWINDEX)
+end
+
+if CONCAT_INDEX then
+  H.test("__index reached by table.concat (lua_geti) yields each key", function()
+    local yields, r = drive(fs.create(indexbody), function(k) return "v" .. k end,
+                            fs.yield)
+    H.same(firsts(yields), {1, 2, 3})
+    H.same(r, {true, "v1,v2,v3", n = 2})
+    H.same(plain(indexbody), {false, CBOUND, n = 2})
+  end)
+else
+  skip("__index reached by table.concat: this version's table.concat reads raw " ..
+       "(the string.gsub test below reaches __index from C instead)")
+end
+
+local function gsubindexbody(yield)
+  local proxy = setmetatable({}, {__index = function(_, k) return yield(k) end})
+  return (("a-b-c"):gsub("%a", proxy))
+end
+
+H.test("__index reached by string.gsub's table replacement (lua_gettable) yields each match", function()
+  local yields, r = drive(fs.create(gsubindexbody), string.upper, fs.yield)
+  H.same(firsts(yields), {"a", "b", "c"})
+  H.same(r, {true, "A-B-C", n = 2})
+  H.same(plain(gsubindexbody), {false, CBOUND, n = 2})
 end)
 
 local function lenbody(yield)
@@ -133,15 +204,23 @@ local function lenbody(yield)
     __index = function(_, k) return k * 10 end,
     __len = function() return yield("length?") end,
   })
-  return table.unpack(proxy)
+  return unpack(proxy)
 end
 
-H.test("__len reached by table.unpack (luaL_len) yields and the answer is the length", function()
-  local yields, r = drive(fs.create(lenbody), function() return 4 end, fs.yield)
-  H.same(firsts(yields), {"length?"})
-  H.same(r, {true, 10, 20, 30, 40, n = 5})
-  H.same(plain(lenbody), {false, CBOUND, n = 2})
-end)
+if UNPACK_LEN then
+  H.test("__len reached by table.unpack (luaL_len) yields and the answer is the length", function()
+    local yields, r = drive(fs.create(lenbody), function() return 4 end, fs.yield)
+    H.same(firsts(yields), {"length?"})
+    -- What the same call gives outside any coroutine: 5.2's unpack reads
+    -- the elements raw (nil here), 5.3's and 5.4's through __index.
+    H.same(r, pack(true, lenbody(function() return 4 end)), "as a direct call")
+    if UNPACK_INDEX then H.same(r, {true, 10, 20, 30, 40, n = 5}) end
+    H.same(plain(lenbody), {false, CBOUND, n = 2})
+  end)
+else
+  skip("__len reached by table.unpack: this version's table.unpack (and #) " ..
+       "ignore __len on tables")
+end
 
 local function newindexbody(yield)
   local proxy = setmetatable({}, {
@@ -152,14 +231,18 @@ local function newindexbody(yield)
   return rawget(proxy, 3)
 end
 
-H.test("__newindex reached by table.insert (lua_seti) yields key and value", function()
-  local yields, r = drive(fs.create(newindexbody),
-                          function(_, v) return v:upper() end, fs.yield)
-  H.eq(#yields, 1)
-  H.same(yields[1], {3, "x", n = 2})
-  H.same(r, {true, "X", n = 2})
-  H.same(plain(newindexbody), {false, CBOUND, n = 2})
-end)
+if INSERT_NEWINDEX then
+  H.test("__newindex reached by table.insert (lua_seti) yields key and value", function()
+    local yields, r = drive(fs.create(newindexbody),
+                            function(_, v) return v:upper() end, fs.yield)
+    H.eq(#yields, 1)
+    H.same(yields[1], {3, "x", n = 2})
+    H.same(r, {true, "X", n = 2})
+    H.same(plain(newindexbody), {false, CBOUND, n = 2})
+  end)
+else
+  skip("__newindex reached by table.insert: this version's table.insert writes raw")
+end
 
 local function ltbody(yield)
   local mt = {__lt = function(a, b) return yield(a.v, b.v) end}
@@ -191,10 +274,34 @@ H.test("__tostring reached by tostring (luaL_tolstring) yields and returns the a
                           fs.yield)
   H.same(firsts(yields), {"name?"})
   H.same(r, {true, "proxy#1", n = 2})
-  H.same(plain(tostringbody), {false, CBOUND, n = 2})
+  if JIT then
+    -- LuaJIT's tostring is a VM fast function that calls __tostring from the
+    -- VM: a plain coroutine may yield there too, just as the fiber did.
+    skip("__tostring refusal in a plain coroutine: LuaJIT lets it yield there")
+    H.same(plain(tostringbody), {true, "name?", n = 2})
+  else
+    H.same(plain(tostringbody), {false, CBOUND, n = 2})
+  end
 end)
 
 -- ------------------------------------------------------------ pcall, xpcall
+
+-- Whether a plain coroutine may yield across pcall and xpcall: from 5.2 on
+-- and in LuaJIT; Lua 5.1 refuses it with CBOUND.
+local PCALL_YIELDS = select(2, coroutine.resume(coroutine.create(function()
+  return pcall(coroutine.yield, "through")
+end))) == "through"
+assert(PCALL_YIELDS or _VERSION == "Lua 5.1")
+
+-- xpcall(f, msgh, ...): 5.1's xpcall passes f no arguments, so there they
+-- go through a closure; elsewhere it is the built-in xpcall itself.
+local xpcallv = xpcall
+if select(2, xpcall(function(...) return select("#", ...) end, print, 1)) ~= 1 then
+  xpcallv = function(f, msgh, ...)
+    local args = pack(...)
+    return xpcall(function() return f(unpack(args, 1, args.n)) end, msgh)
+  end
+end
 
 -- Resume a new `lib` coroutine of body with lib.yield, then with each list
 -- of inputs; the results of every resume as strings, and the final status.
@@ -216,32 +323,35 @@ local function pcallbody(yield)
   return ok1, v1, ok2, e2
 end
 
-H.test("pcall around a yield: a fiber gives what a plain coroutine gives", function()
-  local inputs = {pack(21), pack("boom")}
-  local want = {"true inside 5", "true again", "true true 42 false failed with boom"}
-  local got, status = transcript(fs, pcallbody, inputs)
-  local ref, refstatus = transcript(coroutine, pcallbody, inputs)
-  H.same(ref, want, "plain coroutine")
+-- Check that a fiber running body gives the transcript `want`, and so
+-- does a plain coroutine where (x)pcall lets it yield (`what` names it).
+local function sametranscript(what, body, inputs, want)
+  local got, status = transcript(fs, body, inputs)
+  if PCALL_YIELDS then
+    local ref, refstatus = transcript(coroutine, body, inputs)
+    H.same(ref, want, "plain coroutine")
+    H.eq(status, refstatus)
+  else
+    skip(what .. " transcript of a plain coroutine: Lua 5.1 refuses yields across " .. what)
+  end
   H.same(got, want, "fiber")
-  H.eq(status, refstatus)
   H.eq(status, "dead")
+end
+
+H.test("pcall around a yield: a fiber gives what a plain coroutine gives", function()
+  sametranscript("pcall", pcallbody, {pack(21), pack("boom")},
+                 {"true inside 5", "true again", "true true 42 false failed with boom"})
 end)
 
 local function xpcallbody(yield)
-  return xpcall(function(a)
+  return xpcallv(function(a)
     local b = yield(a)
     error({code = a + b})
   end, function(e) return "handled " .. e.code end, 1)
 end
 
 H.test("xpcall around a yield: a fiber gives what a plain coroutine gives", function()
-  local inputs = {pack(2)}
-  local want = {"true 1", "true false handled 3"}
-  local got, status = transcript(fs, xpcallbody, inputs)
-  local ref, refstatus = transcript(coroutine, xpcallbody, inputs)
-  H.same(ref, want, "plain coroutine")
-  H.same(got, want, "fiber")
-  H.eq(status, refstatus)
+  sametranscript("xpcall", xpcallbody, {pack(2)}, {"true 1", "true false handled 3"})
 end)
 
 local function cpcallbody(yield)
@@ -425,8 +535,13 @@ H.test("a C function as fiber body: create and resume", function()
   H.same(pack(fs.resume(co, "x", "y")), {true, "cbody done", "x", "y", n = 4})
   H.eq(fs.status(co), "dead")
   H.same(pack(fs.resume(co)), {false, "cannot resume dead coroutine", n = 2})
-  local plainco = coroutine.create(T.cbody)
-  H.same(pack(coroutine.resume(plainco, 1, 2)), {false, CBOUND, n = 2})
+  if _VERSION == "Lua 5.1" and not JIT then
+    -- README ("Lua versions"): 5.1's own coroutine.create refuses C functions.
+    H.raises("Lua function expected", coroutine.create, T.cbody)
+  else
+    local plainco = coroutine.create(T.cbody)
+    H.same(pack(coroutine.resume(plainco, 1, 2)), {false, CBOUND, n = 2})
+  end
 end)
 
 H.test("a C function as fiber body: wrap", function()
@@ -471,17 +586,35 @@ H.test("a fiber resumed inside another fiber's gsub callback yields back to it f
   H.same(pack(fs.close(inner)), {true, n = 1})
 end)
 
-H.test("closing a fiber suspended inside table.sort runs its to-be-closed variables", function()
-  local before, closed = fs.stats().fibers, 0
-  local co = fs.create(function(list)
-    local guard <close> = setmetatable({}, {__close = function() closed = closed + 1 end})
+-- The body of the next test, with a to-be-closed variable: Lua 5.4 syntax,
+-- so it is compiled only where load accepts it (5.1's load takes no string).
+local CLOSING_BODY = (rawget(_G, "loadstring") or load)([[
+  local fs, onclose = ...
+  return function(list)
+    local guard <close> = setmetatable({}, {__close = onclose})
     table.sort(list, function(a, b) return fs.yield(a, b) end)
     return guard
-  end)
+  end
+]], "=closing body")
+
+H.test("closing a fiber suspended inside table.sort runs its to-be-closed variables", function()
+  local before, closed = fs.stats().fibers, 0
+  local body
+  if CLOSING_BODY then
+    body = CLOSING_BODY(fs, function() closed = closed + 1 end)
+  else
+    skip("__close on closing a fiber: no to-be-closed variables before Lua 5.4 " ..
+         "(the close itself is checked)")
+    body = function(list)
+      table.sort(list, function(a, b) return fs.yield(a, b) end)
+      return list
+    end
+  end
+  local co = fs.create(body)
   H.same(pack(fs.resume(co, {2, 1})), {true, 1, 2, n = 3})
   H.eq(fs.stats().fibers, before + 1, "live fibers while suspended")
   H.same(pack(fs.close(co)), {true, n = 1})
-  H.eq(closed, 1, "__close calls")
+  if CLOSING_BODY then H.eq(closed, 1, "__close calls") end
   H.eq(fs.status(co), "dead")
   H.eq(fs.stats().fibers, before, "live fibers after close")
   H.same(pack(fs.resume(co)), {false, "cannot resume dead coroutine", n = 2})
@@ -514,7 +647,9 @@ local function manysuspended(sorter, count)
     for i = 1, count do
       local r = last[i]
       if fs.status(fibers[i]) == "suspended" then
-        if r[2] // 10 ~= i or r[3] // 10 ~= i then strays = strays + 1 end
+        if math.floor(r[2] / 10) ~= i or math.floor(r[3] / 10) ~= i then
+          strays = strays + 1
+        end
         last[i] = pack(fs.resume(fibers[i], r[2] < r[3]))
         if fs.status(fibers[i]) == "dead" then left = left - 1 end
       end
