@@ -68,7 +68,7 @@ ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on
 VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
+.PHONY: FORCE all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
         clean deps-test deps-bench deps-demo deps-valgrind
 
 all: lib module
@@ -105,12 +105,21 @@ $(LIB_A): $(LIB_OBJ)
 # The library's symbols stay inside the module (--exclude-libs): calls into
 # it are direct, and two modules embedding it never clash.  -fno-plt calls
 # the Lua API through the GOT, one jump fewer on the resume/yield path.
-$(MOD): binding/fiberswap.c binding/compat.h $(LIB_HDR) $(LIB_A)
+# The compile command, kept in a file that changes only when the command
+# does: a build for another Lua (LUA_INC) or other flags left in the same
+# folder is rebuilt, never reused (luarocks builds every version in one).
+MOD_CMD = $(CC) $(ALL_CFLAGS) $(LUA_INC)
+$(LB)/command: FORCE
+	@mkdir -p $(@D)
+	@echo '$(MOD_CMD)' | cmp -s - $@ || echo '$(MOD_CMD)' >$@
+FORCE:
+
+$(MOD): binding/fiberswap.c binding/compat.h $(LIB_HDR) $(LIB_A) $(LB)/command
 	@[ -n "$(LUA_INC)" ] || { echo "no Lua headers for LUA=$(LUA): run 'sh scripts/deps.sh test'" >&2; exit 1; }
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fno-plt $(LUA_INC) -shared $< $(LIB_A) -o $@ -pthread -Wl,--exclude-libs,ALL
 
-$(TESTMOD): tests/fiberswap_test.c binding/compat.h
+$(TESTMOD): tests/fiberswap_test.c binding/compat.h $(LB)/command
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LUA_INC) -Ibinding -shared $< -o $@
 
@@ -144,7 +153,7 @@ test: deps-test
 	  $(foreach v,$(filter-out $(LUA),$(LUAS)),$(call lua_run,asm,build/asm,,$(v))) \
 	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
-	  $(foreach v,5.4 5.3 5.2 5.1,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
+	  $(foreach v,5.4 5.3 5.2 5.1 luajit,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
 
 module-test: $(MOD) $(TESTMOD)
 
