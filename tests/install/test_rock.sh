@@ -48,9 +48,9 @@ fi
 
 if (cd "$src" && luarocks --lua-version "$lv" --tree "$tree" \
       make rockspec/fiberswap-scm-1.rockspec "$@") >"$tmp/make.log" 2>&1; then
-  ok "luarocks --lua-version $lv make $* installs the rock into a temporary tree"
+  ok "luarocks --lua-version $lv make${*:+ $*} installs the rock into a temporary tree"
 else
-  bad "luarocks --lua-version $lv make $* installs the rock into a temporary tree"
+  bad "luarocks --lua-version $lv make${*:+ $*} installs the rock into a temporary tree"
   diag "$tmp/make.log"
   finish
 fi
