@@ -89,11 +89,21 @@ help:
 	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
 
 # ---- the library -----------------------------------------------------------
-$(B)/lib/%.c.o: $(LIBDIR)/%.c $(LIB_HDR)
+# Each compile command is kept in a file that changes only when the command
+# does, and what it built depends on that file: a build left in the same
+# folder with other flags, or for another Lua (LUA_INC), is rebuilt, never
+# reused (luarocks builds every Lua version in one folder, build/rock).
+# `make -q` therefore always answers "not up to date".
+stamp = @mkdir -p $(@D); echo '$(1)' | cmp -s - $@ || echo '$(1)' >$@
+FORCE:
+$(B)/lib/command: FORCE
+	$(call stamp,$(CC) $(ALL_CFLAGS))
+
+$(B)/lib/%.c.o: $(LIBDIR)/%.c $(LIB_HDR) $(B)/lib/command
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(B)/lib/%.S.o: $(LIBDIR)/%.S $(LIB_HDR)
+$(B)/lib/%.S.o: $(LIBDIR)/%.S $(LIB_HDR) $(B)/lib/command
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -105,14 +115,8 @@ $(LIB_A): $(LIB_OBJ)
 # The library's symbols stay inside the module (--exclude-libs): calls into
 # it are direct, and two modules embedding it never clash.  -fno-plt calls
 # the Lua API through the GOT, one jump fewer on the resume/yield path.
-# The compile command, kept in a file that changes only when the command
-# does: a build for another Lua (LUA_INC) or other flags left in the same
-# folder is rebuilt, never reused (luarocks builds every version in one).
-MOD_CMD = $(CC) $(ALL_CFLAGS) $(LUA_INC)
 $(LB)/command: FORCE
-	@mkdir -p $(@D)
-	@echo '$(MOD_CMD)' | cmp -s - $@ || echo '$(MOD_CMD)' >$@
-FORCE:
+	$(call stamp,$(CC) $(ALL_CFLAGS) $(LUA_INC))
 
 $(MOD): binding/fiberswap.c binding/compat.h $(LIB_HDR) $(LIB_A) $(LB)/command
 	@[ -n "$(LUA_INC)" ] || { echo "no Lua headers for LUA=$(LUA): run 'sh scripts/deps.sh test'" >&2; exit 1; }

@@ -220,22 +220,43 @@ static int plain_status(lua_State *L, lua_State *co) {
   }
 }
 
-/* Move a failed coroutine's error object to L.  Before 5.4, which has no
- * lua_resetthread to find it, a copy stays on the dead thread with a
- * marker above it, for close to return as 5.4's does. */
+/* Push the weak-keyed table registry[name], made on first use. */
+static void weak_table(lua_State *L, const char *name) {
+  if (fs_getfield(L, LUA_REGISTRYINDEX, name) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, name);
+}
+
 #if !FS_HAS_CLOSE
-static const char errkept; /* the marker: its address */
+#define REG_FAILED "fiberswap.failed" /* registry: dead thread -> its error */
+static const char nilerror; /* its address stands for a nil error there */
+#define failed_table(L) weak_table((L), REG_FAILED)
 #endif
+
+/* Move a failed coroutine's error object to L.  Before 5.4, which has no
+ * lua_resetthread to find it, a thread that died of it is remembered with
+ * it in a registry table, for close to return as 5.4's does.  (A refused
+ * resume, "C stack overflow" say, leaves the thread alive: not that.) */
 static void takeerror(lua_State *co, lua_State *L) {
+  lua_xmove(co, L, 1);
 #if !FS_HAS_CLOSE
-  if (lua_checkstack(co, 2)) {
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-    lua_pushlightuserdata(co, (void *)&errkept);
-    return;
+  if (lua_status(co) != LUA_OK && lua_status(co) != LUA_YIELD &&
+      lua_checkstack(L, 3)) {
+    failed_table(L);        /* [err, failed] */
+    lua_pushthread(co);     /* the slot the error left */
+    lua_xmove(co, L, 1);    /* [err, failed, co] */
+    if (lua_isnil(L, -3)) lua_pushlightuserdata(L, (void *)&nilerror);
+    else lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
   }
 #endif
-  lua_xmove(co, L, 1);
 }
 
 /* A resume failed, its message or error object on top: `false, msg` for
@@ -653,15 +674,23 @@ static int l_close(lua_State *L) {
   else if (status != COS_DEAD)
     return luaL_error(L, "cannot close a plain coroutine before Lua 5.4 "
                          "(close works on fibers)");
-  else if (lua_touserdata(co, -1) == (void *)&errkept) { /* failed */
-    lua_pushboolean(L, 0);
-    lua_pushvalue(co, -2);
-    lua_xmove(co, L, 1);
-    lua_settop(co, 0); /* closed: the next close returns true */
-    return 2;
+  failed_table(L);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pushboolean(L, 1);
+    return 1;
   }
-  lua_pushboolean(L, 1);
-  return 1;
+  lua_pushvalue(L, 1); /* it failed: false, err this once */
+  lua_pushnil(L);
+  lua_rawset(L, -4);
+  if (lua_touserdata(L, -1) == (void *)&nilerror) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_pushboolean(L, 0);
+  lua_insert(L, -2);
+  return 2;
 #endif
 }
 
@@ -796,16 +825,7 @@ static void openstate(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  if (fs_getfield(L, LUA_REGISTRYINDEX, REG_FIBERS) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, REG_FIBERS);
-  }
+  weak_table(L, REG_FIBERS);
   if (fs_getfield(L, LUA_REGISTRYINDEX, REG_STATE) != LUA_TUSERDATA) {
     mstate *ms;
     lua_pop(L, 1);

@@ -179,4 +179,54 @@ H.test("an error raised in JIT-compiled fiber code comes back as false, err", fu
   H.ok(tostring(last[2]):find("after loop 500500", 1, true), tostring(last[2]))
 end)
 
+-- Resume a fresh plain coroutine with `resume` from under `depth` nested
+-- pcalls (each a C call), deeper each time until the resume is refused
+-- (Lua's "C stack overflow"; LuaJIT has no such limit), then once more
+-- from the top.  Returns what happened, as a list of strings.
+local function refusal_transcript(resume)
+  local unpack = table.unpack or rawget(_G, "unpack")
+  local co, log = nil, {}
+  local function nest(d)
+    if d == 0 then return resume(co, "arg") end
+    local r = pack(pcall(nest, d - 1))
+    return unpack(r, 2, r.n)
+  end
+  for depth = 150, 260 do
+    co = coroutine.create(function(...) return "ran", ... end)
+    local r = pack(pcall(nest, depth))
+    if r[1] and r[2] == false then
+      log[#log + 1] = "refused at " .. depth .. ": " .. tostring(r[3])
+      break
+    end
+  end
+  log[#log + 1] = coroutine.status(co)
+  log[#log + 1] = table.concat({tostring(select(1, resume(co, "again"))),
+                                tostring(select(2, resume(co)))}, " ")
+  return log
+end
+
+H.test("a resume refused for C stack overflow leaves the coroutine as the built-in does", function()
+  -- A regression: the refused thread once kept a marker that its next
+  -- resume called instead of its body.
+  H.same(refusal_transcript(F.resume), refusal_transcript(coroutine.resume))
+end)
+
+H.test("close of a failed fiber returns false and its error once, nil errors too", function()
+  for _, err in ipairs({"boom", 42}) do
+    local co = F.create(function() error(err, 0) end)
+    H.same(pack(F.resume(co)), pack(false, err))
+    H.same(pack(F.close(co)), pack(false, err))
+    H.same(pack(F.close(co)), pack(true))
+  end
+  local co = F.create(function() error(nil) end)
+  H.same(pack(F.resume(co)), pack(false, nil))
+  H.same(pack(F.close(co)), pack(false, nil))
+  H.same(pack(F.close(co)), pack(true))
+  -- and plain coroutines that failed under this module's resume
+  local t = {}
+  co = coroutine.create(function() error(t) end)
+  F.resume(co)
+  H.same(pack(F.close(co)), pack(false, t))
+end)
+
 H.done()
