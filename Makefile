@@ -68,7 +68,7 @@ ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on
 VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: FORCE all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
+.PHONY: FORCE fuzz all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
         clean deps-test deps-bench deps-demo deps-valgrind
 
 all: lib module
@@ -84,6 +84,7 @@ help:
 	@echo "make demo         a tour of fiberswap from Lua (make demo-c: from C)"
 	@echo "make asan         the C tests and Lua specs under ASan+UBSan"
 	@echo "make valgrind     the C tests and Lua specs under valgrind memcheck"
+	@echo "make fuzz         differential fuzzing against plain coroutines (FUZZ_SEEDS=20000)"
 	@echo "make tsan         the two-thread and thread-migration hosts under ThreadSanitizer"
 	@echo "make install      header, library and pkg-config file into PREFIX=$(PREFIX)"
 	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
@@ -157,9 +158,20 @@ test: deps-test
 	  $(foreach v,$(filter-out $(LUA),$(LUAS)),$(call lua_run,asm,build/asm,,$(v))) \
 	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
+	  "fuzz-lua5.4=lua5.4 tests/fuzz/diff.lua 1 $(FUZZ_CI_SEEDS)" \
 	  $(foreach v,5.4 5.3 5.2 5.1 luajit,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
 
 module-test: $(MOD) $(TESTMOD)
+
+# Differential fuzzing (tests/fuzz): random coroutine programs, each run with
+# the built-in library and with fiberswap, traces compared.  `make test` runs
+# a fixed set of seeds; `make fuzz` as many as FUZZ_SEEDS, from FUZZ_FIRST.
+FUZZ_CI_SEEDS = 2000
+FUZZ_FIRST   ?= 1
+FUZZ_SEEDS   ?= 20000
+fuzz: deps-test
+	$(MAKE) --no-print-directory BACKEND=asm LUA=lua5.4 module
+	lua5.4 tests/fuzz/diff.lua $(FUZZ_FIRST) $(FUZZ_SEEDS)
 
 # C hosts that link the module statically (luaL_requiref), on Lua 5.4.
 EMBED_LUA = lua5.4

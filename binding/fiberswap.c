@@ -534,9 +534,10 @@ static int l_wrapped(lua_State *L) {
 
 /* ------------------------------------------------------------ the library */
 
-/* A fresh fiber for the function at index 1: pushes its thread. */
+/* A fresh fiber for the function at index 1 (checked by the caller, before
+ * the stack size at 2, so errors name the first bad argument): pushes its
+ * thread. */
 static void newfiber(lua_State *L, size_t size) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_newthread(L);
   lua_pushvalue(L, -1);
   if (size == getms(L)->stacksize) /* the common case: just the body */
@@ -552,11 +553,13 @@ static void newfiber(lua_State *L, size_t size) {
 }
 
 static int l_create(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
   newfiber(L, checksize(L, 2, getms(L)->stacksize));
   return 1;
 }
 
 static int l_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
   newfiber(L, checksize(L, 2, getms(L)->stacksize));
   lua_pushvalue(L, UV_FIBERS);
   lua_pushvalue(L, UV_STATE);

@@ -263,9 +263,14 @@ H.test("create rejects a non-function as the built-in does", function()
   else
     agree(scenario)
   end
-  local create = fs.create
+  local create, wrap = fs.create, fs.wrap
   H.eq(raised(function() create(nil) end),
        "bad argument #1 to 'create' (function expected, got nil)")
+  -- the first bad argument is named, even with a bad stack size after it
+  H.eq(raised(function() create(nil, 1.5) end),
+       "bad argument #1 to 'create' (function expected, got nil)")
+  H.eq(raised(function() wrap(nil, "big") end),
+       "bad argument #1 to 'wrap' (function expected, got nil)")
 end)
 
 H.test("create rejects a stack size that is not an integer", function()

@@ -226,4 +226,34 @@ H.test("the README's default stack size and range are the module's", function()
            fiberswap.create, print, 16383)
 end)
 
+H.test("each fiber has its own C-call budget: a chain of fibers goes deeper", function()
+  -- README "Where it differs": a chain of plain coroutines stops with "C
+  -- stack overflow" about 200 resumes down; a chain of fibers does not.
+  local function chain(lib, n)
+    return lib.create(function()
+      if n == 0 then return "bottom" end
+      local ok, v = lib.resume(chain(lib, n - 1))
+      if not ok then error(v, 0) end
+      return v
+    end)
+  end
+  H.same(pack(fiberswap.resume(chain(fiberswap, 300))), pack(true, "bottom"))
+  if not JIT then -- LuaJIT limits no C calls (README, "Lua versions")
+    local ok, msg = builtin.resume(chain(builtin, 300))
+    H.eq(ok, false)
+    H.ok(tostring(msg):find("C stack overflow", 1, true), msg)
+  end
+end)
+
+H.test("argument errors name the function as Lua finds it: fiberswap.resume", function()
+  -- README "Where it differs": called through pcall, Lua names the function
+  -- from package.loaded (5.3+), from the globals (5.2), or not at all.
+  local global = _VERSION == "Lua 5.2" and not JIT
+  if global then rawset(_G, "fiberswap", fiberswap) end
+  local _, mine = pcall(fiberswap.resume, 1)
+  local _, theirs = pcall(builtin.resume, 1)
+  if global then rawset(_G, "fiberswap", nil) end
+  H.eq(mine, (theirs:gsub("'coroutine%.", "'fiberswap.")))
+end)
+
 H.done()
