@@ -26,7 +26,9 @@
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
-package.cpath = here .. "/../../build/asm/lua5.4/?.so;" .. package.cpath
+if not os.getenv("LUA_CPATH") then -- the Makefile's build, unless told
+  package.cpath = here .. "/../../build/asm/lua5.4/?.so;" .. package.cpath
+end
 local gen = dofile(here .. "/gen.lua")
 
 local MAXTRACE = 5000
@@ -335,6 +337,12 @@ local function collect(job)
     elseif k == "RC" then rc = tonumber(v)
     elseif l ~= "DONE" then buf[#buf + 1] = l
     end
+  end
+  if not last_begin and rc ~= 0 then
+    -- every seed ran, but the child then failed (a leak report at exit, say)
+    note_failure(job.range[1], "child exit status " .. tostring(rc) .. " after its last seed",
+      string.format("DIVERGENCE seeds %d-%d\n  signature: child exit status %s\n  output:\n    %s",
+        job.range[1], job.range[1] + job.range[2] - 1, tostring(rc), table.concat(buf, "\n    ")))
   end
   if last_begin then
     -- the child died (crash or timeout) while running this seed
