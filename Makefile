@@ -167,6 +167,7 @@ module-test: $(MOD) $(TESTMOD)
 # the built-in library and with fiberswap, traces compared.  `make test` runs
 # a fixed set of seeds; `make fuzz` as many as FUZZ_SEEDS, from FUZZ_FIRST.
 FUZZ_CI_SEEDS = 2000
+FUZZ_ASAN_SEEDS = 1000
 FUZZ_FIRST   ?= 1
 FUZZ_SEEDS   ?= 20000
 fuzz: deps-test
@@ -212,6 +213,8 @@ asan: deps-test
 	  $(ASAN_B)/embed_host $(ASAN_B)/embed_threads $(ASAN_B)/embed_migrate
 	$(ASAN_ENV) sh scripts/run_suites.sh "c-asan-$(BACKEND)=$(ASAN_B)/test_fiber" \
 	  $(call lua_run,asan-$(BACKEND),$(ASAN_B),$(SAN_PRELOAD)) \
+	  $(if $(filter lua5.4,$(LUA)),"fuzz-asan-$(BACKEND)=LUA_CPATH='$(ASAN_B)/lua5.4/?.so;;' \
+	    $(SAN_PRELOAD) lua5.4 tests/fuzz/diff.lua 1 $(FUZZ_ASAN_SEEDS)") \
 	  $(call embed_suites,$(ASAN_B),-asan-$(BACKEND),)
 
 # Two OS threads with a Lua state each, and one state moved between two
