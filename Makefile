@@ -84,7 +84,8 @@ help:
 	@echo "make demo         a tour of fiberswap from Lua (make demo-c: from C)"
 	@echo "make asan         the C tests and Lua specs under ASan+UBSan"
 	@echo "make valgrind     the C tests and Lua specs under valgrind memcheck"
-	@echo "make fuzz         differential fuzzing against plain coroutines (FUZZ_SEEDS=20000)"
+	@echo "make fuzz         differential fuzzing against plain coroutines (FUZZ_SEEDS=20000),"
+	@echo "                  then the C API under libFuzzer (FUZZ_C_RUNS=500000)"
 	@echo "make tsan         the two-thread and thread-migration hosts under ThreadSanitizer"
 	@echo "make install      header, library and pkg-config file into PREFIX=$(PREFIX)"
 	@echo "variables: LUA=$(LUA) CC=$(CC) BACKEND=$(BACKEND) PREFIX=$(PREFIX) CFLAGS='$(CFLAGS)'"
@@ -148,6 +149,7 @@ test: deps-test
 	$(MAKE) --no-print-directory BACKEND=asm module-test build/asm/embed_host \
 	  build/asm/embed_threads build/asm/embed_migrate
 	$(MAKE) --no-print-directory BACKEND=ucontext module-test
+	$(MAKE) --no-print-directory BACKEND=asm build/fuzz/fuzz_c
 	@for v in $(filter-out $(LUA),$(LUAS)); do \
 	  $(MAKE) --no-print-directory BACKEND=asm LUA=$$v module-test || exit 1; done
 	sh scripts/run_suites.sh $(call c_suites,asm) $(call c_suites,ucontext) \
@@ -159,6 +161,7 @@ test: deps-test
 	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
 	  "fuzz-lua5.4=lua5.4 tests/fuzz/diff.lua 1 $(FUZZ_CI_SEEDS)" \
+	  "fuzz-c=sh tests/fuzz/run_c.sh build/fuzz/fuzz_c $(FUZZ_C_CI_RUNS)" \
 	  $(foreach v,5.4 5.3 5.2 5.1 luajit,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
 
 module-test: $(MOD) $(TESTMOD)
@@ -170,9 +173,19 @@ FUZZ_CI_SEEDS = 2000
 FUZZ_ASAN_SEEDS = 1000
 FUZZ_FIRST   ?= 1
 FUZZ_SEEDS   ?= 20000
-fuzz: deps-test
+fuzz: deps-test build/fuzz/fuzz_c
 	$(MAKE) --no-print-directory BACKEND=asm LUA=lua5.4 module
 	lua5.4 tests/fuzz/diff.lua $(FUZZ_FIRST) $(FUZZ_SEEDS)
+	sh tests/fuzz/run_c.sh build/fuzz/fuzz_c $(FUZZ_C_RUNS) $(FUZZ_FIRST)
+
+# The C API under libFuzzer (clang), ASan and UBSan: tests/fuzz/fuzz_c.c.
+# `make test` runs FUZZ_C_CI_RUNS inputs from seed 1, `make fuzz` FUZZ_C_RUNS.
+FUZZ_C_CI_RUNS = 20000
+FUZZ_C_RUNS   ?= 500000
+build/fuzz/fuzz_c: tests/fuzz/fuzz_c.c $(LIB_SRC) $(LIB_HDR)
+	@mkdir -p $(@D)
+	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  $(WARN) $(CET) $(BACKEND_DEF) -I$(LIBDIR) tests/fuzz/fuzz_c.c $(LIB_SRC) -o $@ -pthread
 
 # C hosts that link the module statically (luaL_requiref), on Lua 5.4.
 EMBED_LUA = lua5.4

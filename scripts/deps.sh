@@ -9,8 +9,10 @@ base="gcc clang make libc6-dev binutils pkg-config"
 lua="lua5.4 liblua5.4-dev lua-expat lua-lpeg"
 # every Lua the module supports, and the Lua tools
 luas="lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev luajit libluajit-5.1-dev lua-check luarocks"
+# clang's libFuzzer and sanitizer runtimes (clang only recommends them)
+fuzz="libclang-rt-dev"
 case "${1:-}" in
-  test)     want="$base $lua $luas" ;;
+  test)     want="$base $lua $luas $fuzz" ;;
   demo)     want="$base $lua" ;;
   bench)    want="$base $lua libboost-context-dev util-linux valgrind" ;;
   valgrind) want="$base $lua valgrind" ;;

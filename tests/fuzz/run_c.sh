@@ -1,0 +1,21 @@
+#!/bin/sh
+# run_c.sh FUZZER [RUNS] [SEED]: run the C API fuzzer (tests/fuzz/fuzz_c.c,
+# built by `make fuzz-c`) for RUNS inputs (default 20000) from SEED (default
+# 1, so a run is repeatable), under ASan+UBSan.  A failing input is saved in
+# build/fuzz/ (crash-*) and named; replay it with `FUZZER FILE`.  Ends with
+# "fuzz-c: N passed, N failed" (N passed = inputs run when all pass).
+set -u
+fuzzer=$1 runs=${2:-20000} seed=${3:-1}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+mkdir -p build/fuzz
+if ASAN_OPTIONS=${ASAN_OPTIONS:-detect_stack_use_after_return=1} \
+   "$fuzzer" -runs="$runs" -seed="$seed" -max_len=256 \
+     -artifact_prefix=build/fuzz/ >"$log" 2>&1; then
+  grep -E '^Done [0-9]+ runs' "$log"
+  echo "fuzz-c: $runs passed, 0 failed"
+else
+  tail -n 40 "$log"
+  echo "fuzz-c: 0 passed, 1 failed"
+  exit 1
+fi
