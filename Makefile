@@ -161,7 +161,7 @@ test: deps-test
 	  $(call embed_suites,build/asm,,) \
 	  "luacheck=sh tests/lint.sh" \
 	  "fuzz-lua5.4=lua5.4 tests/fuzz/diff.lua 1 $(FUZZ_CI_SEEDS)" \
-	  "fuzz-c=sh tests/fuzz/run_c.sh build/fuzz/fuzz_c $(FUZZ_C_CI_RUNS)" \
+	  "fuzz-c=FUZZ_C_RSS_MB=128 sh tests/fuzz/run_c.sh build/fuzz/fuzz_c $(FUZZ_C_CI_RUNS)" \
 	  $(foreach v,5.4 5.3 5.2 5.1 luajit,"rock-$(v)=LUAV=$(v) sh tests/install/test_rock.sh")
 
 module-test: $(MOD) $(TESTMOD)
