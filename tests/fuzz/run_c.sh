@@ -12,9 +12,16 @@ fuzzer=$1 runs=${2:-20000} seed=${3:-1}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 mkdir -p build/fuzz
-if ASAN_OPTIONS=${ASAN_OPTIONS:-detect_stack_use_after_return=1} \
-   "$fuzzer" -runs="$runs" -seed="$seed" -max_len=256 -rss_limit_mb="${FUZZ_C_RSS_MB:-2048}" \
-     -artifact_prefix=build/fuzz/ >"$log" 2>&1; then
+# libFuzzer's "pulse" lines (at every power of two of inputs run) go to
+# the terminal as progress; everything goes to the log.
+rcfile=$log.rc
+{ ASAN_OPTIONS=${ASAN_OPTIONS:-detect_stack_use_after_return=1} \
+    "$fuzzer" -runs="$runs" -seed="$seed" -max_len=256 -rss_limit_mb="${FUZZ_C_RSS_MB:-2048}" \
+      -artifact_prefix=build/fuzz/ 2>&1
+  echo $? >"$rcfile"; } | tee "$log" | grep -E '^#[0-9]+[[:space:]]+pulse'
+rc=$(cat "$rcfile")
+rm -f "$rcfile"
+if [ "$rc" -eq 0 ]; then
   grep -E '^Done [0-9]+ runs' "$log"
   echo "fuzz-c: $runs passed, 0 failed"
 else
