@@ -649,41 +649,29 @@ H.test("status of a failed fiber is dead", function()
   end)
 end)
 
-H.test("status of a fiber that resumed a fiber is normal", function()
-  local _, got = agree(function(lib)
+-- A scenario: a coroutine made by outer_of(lib) resumes one made by
+-- inner_of(lib), which returns the outer one's status.
+local function nested_status(outer_of, inner_of)
+  return function(lib)
     local outer
-    outer = lib.create(function()
-      local inner = lib.create(function() return lib.status(outer) end)
+    outer = outer_of(lib)(function()
+      local inner = inner_of(lib)(function() return lib.status(outer) end)
       return lib.resume(inner)
     end)
     return lib.resume(outer)
-  end)
-  H.same(got, pack(true, true, true, "normal"))
-end)
+  end
+end
+local function fiber_of(lib) return lib.create end
+local function plain_of() return builtin.create end
 
-H.test("status of a plain coroutine that resumed a fiber is normal", function()
-  local _, got = agree(function(lib)
-    local plain
-    plain = builtin.create(function()
-      local inner = lib.create(function() return lib.status(plain) end)
-      return lib.resume(inner)
-    end)
-    return lib.resume(plain)
+for _, case in ipairs({{"a fiber", fiber_of, "a fiber", fiber_of},
+                       {"a plain coroutine", plain_of, "a fiber", fiber_of},
+                       {"a fiber", fiber_of, "a plain coroutine", plain_of}}) do
+  H.test("status of " .. case[1] .. " that resumed " .. case[3] .. " is normal", function()
+    local _, got = agree(nested_status(case[2], case[4]))
+    H.same(got, pack(true, true, true, "normal"))
   end)
-  H.same(got, pack(true, true, true, "normal"))
-end)
-
-H.test("status of a fiber that resumed a plain coroutine is normal", function()
-  local _, got = agree(function(lib)
-    local outer
-    outer = lib.create(function()
-      local plain = builtin.create(function() return lib.status(outer) end)
-      return lib.resume(plain)
-    end)
-    return lib.resume(outer)
-  end)
-  H.same(got, pack(true, true, true, "normal"))
-end)
+end
 
 H.test("status of the main thread seen from a fiber is normal", function()
   agree(function(lib)
