@@ -68,7 +68,7 @@ ASAN_ENV  = ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on
 VALGRIND  = valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite
 
-.PHONY: FORCE fuzz all lib module module-test help test test-c test-lua test-elf bench demo demo-c asan tsan valgrind install \
+.PHONY: FORCE fuzz all lib module module-test help test test-c test-lua test-elf bench bench-scale demo demo-c asan tsan valgrind install \
         clean deps-test deps-bench deps-demo deps-valgrind
 
 all: lib module
@@ -81,6 +81,7 @@ help:
 	@echo "make [all]        build $(LIB_A) and $(MOD)"
 	@echo "make test         install missing packages, run every suite (both backends)"
 	@echo "make bench        fibers vs plain coroutines; the C switch vs Boost fcontext and ucontext"
+	@echo "make bench-scale  1,000,000 suspended fibers at once: time, RSS and mappings per fiber"
 	@echo "make demo         a tour of fiberswap from Lua (make demo-c: from C)"
 	@echo "make asan         the C tests and Lua specs under ASan+UBSan"
 	@echo "make valgrind     the C tests and Lua specs under valgrind memcheck"
@@ -137,6 +138,7 @@ $(B)/test_%: tests/c/test_%.c tests/c/harness.h $(LIB_A)
 
 # The suites of one backend, as run_suites.sh arguments.
 c_suites = "c-$(1)=build/$(1)/test_fiber" \
+           "c-mprotect-$(1)=FIBERSWAP_GUARD=mprotect build/$(1)/test_fiber" \
            "c-maplimit-$(1)=FIBERSWAP_GUARD=mprotect build/$(1)/test_maplimit"
 
 # Every suite prints "name: N passed, N failed"; the runner sums them.
@@ -230,14 +232,19 @@ asan: deps-test
 	    $(SAN_PRELOAD) lua5.4 tests/fuzz/diff.lua 1 $(FUZZ_ASAN_SEEDS)") \
 	  $(call embed_suites,$(ASAN_B),-asan-$(BACKEND),)
 
-# Two OS threads with a Lua state each, and one state moved between two
-# threads: ThreadSanitizer, which the library tells about every switch.
+# Two OS threads with a Lua state each, one state moved between two
+# threads, and the C tests that share stacks between threads:
+# ThreadSanitizer, which the library tells about every switch.  (TSan counts
+# each fiber as a thread, up to 8,128, so not the 10,000-fiber tests.)
 TSAN_B = build/tsan-$(BACKEND)
+TSAN_C_TESTS = two_threads_run_their_own_fibers,fiber_migrates_to_another_thread,$\
+               stacks_given_back_on_another_thread,stacks_come_from_regions_and_go_back
 tsan: deps-test
-	@echo "== embedding hosts under ThreadSanitizer ($(BACKEND))"
+	@echo "== threads under ThreadSanitizer ($(BACKEND))"
 	$(MAKE) --no-print-directory B=$(TSAN_B) CFLAGS="-O1 -g -fsanitize=thread" \
-	  $(TSAN_B)/embed_threads $(TSAN_B)/embed_migrate
+	  $(TSAN_B)/test_fiber $(TSAN_B)/embed_threads $(TSAN_B)/embed_migrate
 	TSAN_OPTIONS=halt_on_error=1:exitcode=66 sh scripts/run_suites.sh \
+	  "c-tsan-$(BACKEND)=TEST_ONLY=$(TSAN_C_TESTS) $(TSAN_B)/test_fiber" \
 	  "embed-threads-tsan-$(BACKEND)=$(TSAN_B)/embed_threads" \
 	  "embed-migrate-tsan-$(BACKEND)=$(TSAN_B)/embed_migrate"
 
@@ -258,6 +265,17 @@ $(B)/bench_c: scripts/bench_c.c $(LIB_A)
 
 $(B)/bench_c_nofpcw: scripts/bench_c.c $(LIB_SRC) $(LIB_HDR)
 	$(CC) $(ALL_CFLAGS) -std=gnu99 -DFSW_FPCW=0 $< $(LIB_SRC) -o $@ $(BOOST_CTX) $(LDLIBS)
+
+$(B)/bench_scale: scripts/bench_scale.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) $< $(LIB_A) -o $@ $(LDLIBS)
+
+# A million suspended fibers at once against a million plain coroutines;
+# SCALE_N and SCALE_RUNS change the count and the runs (medians reported).
+SCALE_N    ?= 1000000
+SCALE_RUNS ?= 3
+bench-scale: deps-bench $(B)/bench_scale $(MOD)
+	@echo "== $(SCALE_N) fibers held at once vs plain coroutines ($(LUA), pinned to CPU 1)"
+	$(LUA_ENV) taskset -c 1 $(LUA) scripts/bench_scale.lua $(SCALE_N) $(SCALE_RUNS) $(B)/bench_scale
 
 bench: deps-bench $(B)/bench_c $(B)/bench_c_nofpcw $(MOD)
 	@echo "== Lua ($(LUA)): fibers vs plain coroutines (pinned to CPU 1)"

@@ -108,11 +108,13 @@ const void *fsw_stack_guard(const fsw_fiber *f);
  * up from the guard to the first non-zero word; it counts whole words. */
 size_t fsw_stack_used(const fsw_fiber *f);
 
-/* How many released stacks this thread's pool holds. */
+/* How many released stacks this thread's pool keeps warm for reuse. */
 size_t fsw_pool_count(void);
 
-/* Unmap every stack in this thread's pool; returns how many were freed.
- * Call it before a thread exits to return the memory. */
+/* Give every stack in this thread's pool back to the process-wide reserve,
+ * which returns its memory to the system (and unmaps regions of stacks none
+ * of which is in use); returns how many the pool held.  Thread exit does
+ * this too. */
 size_t fsw_pool_drain(void);
 
 /* Opt in (on != 0) or out of a report of fiber stack overflows: a SIGSEGV

@@ -4,6 +4,7 @@
 #define FSW_HARNESS_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int h_failed_checks; /* failures inside the current test */
@@ -31,9 +32,20 @@ static const char *h_suite = "c";
     }                                                                       \
   } while (0)
 
-/* Run one test function and report it TAP-style on stdout. */
+/* Is `name` one of the comma-separated names in $TEST_ONLY?  Unset or
+ * empty means every test runs. */
+static int h_selected(const char *name) {
+  const char *only = getenv("TEST_ONLY"), *p;
+  size_t len = strlen(name);
+  if (only == NULL || *only == '\0') return 1;
+  for (p = only; (p = strstr(p, name)) != NULL; p += len)
+    if ((p == only || p[-1] == ',') && (p[len] == ',' || p[len] == '\0')) return 1;
+  return 0;
+}
+
+/* Run one test function, if selected, and report it TAP-style on stdout. */
 #define RUN(fn)                                                             \
-  do {                                                                      \
+  if (h_selected(#fn)) do {                                                 \
     h_failed_checks = 0;                                                    \
     fn();                                                                   \
     if (h_failed_checks == 0) {                                             \

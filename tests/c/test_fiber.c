@@ -802,7 +802,7 @@ static void pooled_stack_is_trimmed_before_reuse(void) {
 #define POOL_N 16
 
 /* Destroyed fibers' stacks are pooled one by one, creation takes from the
- * pool, and drain unmaps them all and reports how many. */
+ * pool, and drain gives them all back and reports how many. */
 static void pool_keeps_destroyed_stacks_and_reuses_them(void) {
   fsw_fiber *f[POOL_N], *g = NULL;
   int i;
@@ -831,6 +831,158 @@ static void pool_keeps_destroyed_stacks_and_reuses_them(void) {
   CHECK_EQ(fsw_pool_drain(), POOL_N);
   CHECK_EQ(fsw_pool_count(), 0);
   CHECK_EQ(fsw_pool_drain(), 0);
+}
+
+/* ---------------------------------------------------------------- reserve */
+
+#define RESERVE_N 3000 /* well past the pool, the spill and a few regions */
+
+static long vm_size_kib(void); /* VmSize of /proc/self/status, below */
+
+/* Sanitizers map memory of their own for each fiber (TSan's contexts,
+ * ASan's fake stacks) and valgrind shows its own view of the mappings:
+ * mapping counts say something about fiberswap only in a native run. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define MAPS_MEANINGFUL 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define MAPS_MEANINGFUL 0
+#endif
+#endif
+#ifndef MAPS_MEANINGFUL
+#define MAPS_MEANINGFUL 1
+#endif
+
+/* Lines of /proc/self/maps: this process's mappings; -1 if unreadable,
+ * 0 under a sanitizer or valgrind (where the count is not fiberswap's). */
+static long count_maps(void) {
+  FILE *f;
+  long n = 0;
+  int c;
+#if FSW_TEST_VALGRIND
+  if (RUNNING_ON_VALGRIND) return 0;
+#endif
+  if (!MAPS_MEANINGFUL) return 0;
+  f = fopen("/proc/self/maps", "r");
+  if (f == NULL) return -1;
+  while ((c = getc(f)) != EOF) n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static void *reserve_body(void *arg, void *in) {
+  void *next = NULL;
+  (void)in;
+  if (fsw_yield(arg, &next) != FSW_OK) return NULL;
+  return to_ptr(to_num(next) + to_num(arg));
+}
+
+/* Start every `step`-th fiber of f[0..n) from `first` and leave them
+ * suspended; count what went wrong. */
+static int start_reserve_fibers(fsw_fiber **f, size_t n, size_t first, size_t step) {
+  int bad = 0;
+  for (size_t i = first; i < n; i += step) {
+    void *out = NULL;
+    f[i] = NULL;
+    if (fsw_create(&f[i], reserve_body, to_ptr(i), FSW_STACK_MIN) != FSW_OK) return bad + 1;
+    if (fsw_resume(f[i], NULL, &out) != FSW_OK || to_num(out) != i) bad++;
+  }
+  return bad;
+}
+
+/* Finish and destroy every `step`-th fiber of f[0..n) starting at `first`. */
+static int finish_reserve_fibers(fsw_fiber **f, size_t n, size_t first, size_t step) {
+  int bad = 0;
+  for (size_t i = first; i < n; i += step) {
+    void *out = NULL;
+    if (fsw_resume(f[i], to_ptr(1000000), &out) != FSW_OK || to_num(out) != 1000000 + i) bad++;
+    if (fsw_destroy(f[i]) != FSW_OK) bad++;
+    f[i] = NULL;
+  }
+  return bad;
+}
+
+/* Stacks are carved from regions: with MADV_GUARD_INSTALL guards, 3,000
+ * suspended fibers add a few dozen mappings, not one or two per stack (the
+ * mprotect fallback adds two per stack).  Stacks given back in any order
+ * are reused, and once all are back the regions are unmapped. */
+static void stacks_come_from_regions_and_go_back(void) {
+  fsw_fiber **f = calloc(RESERVE_N, sizeof *f);
+  long m0, m1, m2, m3, vm0, vm1;
+  int bad;
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  fsw_pool_drain();
+  m0 = count_maps();
+  vm0 = vm_size_kib();
+  bad = start_reserve_fibers(f, RESERVE_N, 0, 1);
+  CHECK_EQ(bad, 0);
+  m1 = count_maps();
+  vm1 = vm_size_kib();
+  printf("# %d suspended fibers added %ld mappings (%s guards)\n", RESERVE_N, m1 - m0,
+         fsw_guard_kind());
+  CHECK(m1 >= m0);
+  if (strcmp(fsw_guard_kind(), "madvise") == 0)
+    CHECK(m1 - m0 <= RESERVE_N / 64 + 16);
+  else
+    CHECK(m1 - m0 >= 2 * RESERVE_N);
+  /* Give back every other one (pool, spill and reserve all take some),
+   * then start as many again: they take the freed stacks first. */
+  CHECK_EQ(finish_reserve_fibers(f, RESERVE_N, 1, 2), 0);
+  CHECK_EQ(start_reserve_fibers(f, RESERVE_N, 1, 2), 0);
+  m2 = count_maps();
+  CHECK(m2 <= m1 + 2); /* the holes were refilled: no new region */
+  CHECK_EQ(finish_reserve_fibers(f, RESERVE_N, 0, 1), 0);
+  CHECK_EQ(fsw_pool_drain(), 256);
+  m3 = count_maps();
+  printf("# mappings: %ld before, %ld with %d fibers, %ld refilled, %ld after\n", m0, m1,
+         RESERVE_N, m2, m3);
+  CHECK(m3 <= m0 + 2);
+  /* Every region was unmapped: the address space went back too. */
+  CHECK(vm0 > 0 && vm1 - vm0 >= (long)(RESERVE_N * 20));
+  CHECK(vm_size_kib() - vm0 < (vm1 - vm0) / 8);
+  free(f);
+}
+
+/* Another thread gives this thread's stacks back while this one takes and
+ * gives its own: the reserve is shared, under a lock (TSan checks). */
+struct giver {
+  fsw_fiber **f;
+  size_t n;
+  int bad;
+};
+
+static void *give_back_thread(void *p) {
+  struct giver *g = p;
+  g->bad = finish_reserve_fibers(g->f, g->n, 0, 1);
+  return NULL; /* thread exit drains this thread's pool */
+}
+
+static void stacks_given_back_on_another_thread(void) {
+  fsw_fiber **f = calloc(2 * RESERVE_N, sizeof *f);
+  struct giver g;
+  pthread_t th;
+  long m0, m1;
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  fsw_pool_drain();
+  m0 = count_maps();
+  CHECK_EQ(start_reserve_fibers(f, RESERVE_N, 0, 1), 0);
+  g.f = f;
+  g.n = RESERVE_N;
+  g.bad = 0;
+  CHECK_EQ(pthread_create(&th, NULL, give_back_thread, &g), 0);
+  for (int round = 0; round < 4; round++) { /* meanwhile, churn here */
+    CHECK_EQ(start_reserve_fibers(f, 2 * RESERVE_N, RESERVE_N, 1), 0);
+    CHECK_EQ(finish_reserve_fibers(f, 2 * RESERVE_N, RESERVE_N, 1), 0);
+  }
+  pthread_join(th, NULL);
+  CHECK_EQ(g.bad, 0);
+  fsw_pool_drain();
+  m1 = count_maps();
+  printf("# mappings: %ld before, %ld after (glibc keeps the thread's stack)\n", m0, m1);
+  CHECK(m1 <= m0 + 8); /* + glibc's cached thread stack and arena */
+  free(f);
 }
 
 /* ----------------------------------------------------- 10,000 fibers alive */
@@ -1820,6 +1972,8 @@ int main(void) {
   RUN(pooled_stack_is_trimmed_before_reuse);
   RUN(pool_keeps_destroyed_stacks_and_reuses_them);
   RUN(ten_thousand_fibers_alive_at_once);
+  RUN(stacks_come_from_regions_and_go_back);
+  RUN(stacks_given_back_on_another_thread);
   RUN(yield_from_deep_call_depth);
   RUN(callee_saved_values_survive_switches);
   RUN(fiber_rounding_mode_does_not_leak_to_resumer);
