@@ -18,7 +18,8 @@ __extension__ _Static_assert(sizeof(void *) == 8, "x86-64 pointers");
 
 /* Write the first frame just below `hi`.  After the switch pops it and
  * `ret`s into fsw__trampoline, rsp == hi, 16-byte aligned, so the
- * trampoline's call enters start() with rsp = 8 mod 16 as the ABI wants.
+ * trampoline enters start() with rsp = 8 mod 16 as the ABI wants (it
+ * pushes a return address, as a call would).
  * The OUT slot is NULL: the first value goes to start() instead.  The new
  * context starts with the creator's FP control words. */
 void fsw__ctx_init(fsw_ctx *c, void *lo, void *hi, fsw_start_fn start,

@@ -26,7 +26,7 @@
  * stores `value` through that side's OUT pointer and returns 0 with `ret`.
  * A new context is a frame that fsw__ctx_init planted at the top of a fresh
  * stack, whose RET slot holds fsw__trampoline: the first switch to it
- * `ret`s into the trampoline, which calls start(data, value).  start never
+ * `ret`s into the trampoline, which enters start(data, value).  start never
  * returns (the fiber layer switches away when the body ends); if it did,
  * the trampoline traps with ud2 instead of running off into garbage.
  *
@@ -136,7 +136,14 @@ fsw__switch:
 
 /* Entered by the first switch's `ret` to a new context, with rsp 16-byte
  * aligned, r12 = data, rbx = start and rdx = the switched-in value (its OUT
- * slot was NULL, so nothing was stored). */
+ * slot was NULL, so nothing was stored).
+ *
+ * It enters start by pushing a return address and jumping, not by `call`:
+ * a `call` would leave an entry on the return-stack buffer that nothing
+ * ever pops, since start leaves by a switch.  That stale entry would shift
+ * the buffer by one, so the resumer's return after the fiber's last switch,
+ * and each return after it, would be mispredicted.  The pushed address
+ * still names this frame, so unwinders stop here as before. */
         .globl  fsw__trampoline
         .hidden fsw__trampoline
         .type   fsw__trampoline, @function
@@ -147,7 +154,10 @@ fsw__trampoline:
         .cfi_undefined rip
         movq    %r12, %rdi
         movq    %rdx, %rsi
-        call    *%rbx
+        leaq    .Lstart_returned(%rip), %rax
+        pushq   %rax
+        jmp     *%rbx
+.Lstart_returned:
         /* start returned, which it must never do: trap right here. */
         ud2
         .cfi_endproc
