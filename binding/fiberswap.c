@@ -112,27 +112,36 @@ static lua_State *getco(lua_State *L) {
   return co;
 }
 
-/* What `fibers` holds for thread co (found at index idx): an armed record
- * is returned; for a fresh fiber NULL is returned with its entry pushed;
- * for anything else NULL with nothing pushed. */
-static fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
-  mstate *ms = getms(L);
-  fiber *f = ms->cache[CACHE_SLOT(co)];
+/* What `fibers` holds for thread co (found at index idx), when the cache
+ * has no record for it: an armed record is returned; for a fresh fiber
+ * NULL is returned with its entry pushed; for anything else NULL with
+ * nothing pushed. */
+static fiber *lookup_table(lua_State *L, lua_State *co, int idx, int *fresh) {
+  fiber *f = NULL;
   int t;
   *fresh = 0;
-  if (f != NULL && f->co == co) return f;
-  f = NULL; /* the slot, if filled, holds another thread's record */
   lua_pushvalue(L, idx);
   t = fs_rawget(L, UV_FIBERS);
   if (t == LUA_TUSERDATA) {
     f = (fiber *)lua_touserdata(L, -1);
-    if (FS_CACHE) ms->cache[CACHE_SLOT(co)] = f;
+    if (FS_CACHE) getms(L)->cache[CACHE_SLOT(co)] = f;
   } else if (t != LUA_TNIL) {
     *fresh = 1;
     return NULL;
   }
   lua_pop(L, 1);
   return f;
+}
+
+/* As lookup_table, first asking the cache; small, so that resume inlines
+ * the common case. */
+static inline fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
+  fiber *f = getms(L)->cache[CACHE_SLOT(co)];
+  if (f != NULL && f->co == co) {
+    *fresh = 0;
+    return f;
+  }
+  return lookup_table(L, co, idx, fresh);
 }
 
 /* The record of an active fiber of thread co, through the `outer` chain. */
@@ -331,9 +340,9 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
 
 /* Start fresh fiber co: take a machine stack, fill *f and lay out
  * [fiber_start, body, args] on the thread.  For OP_SPAWN the thread holds
- * [fiber_start, body] already; otherwise the fiber's `fibers` entry is on
- * top of L, above the n arguments.  On failure pushes a message, leaves the
- * fiber fresh and returns the Lua status to report. */
+ * all that already; otherwise the fiber's `fibers` entry is on top of L,
+ * above the n arguments.  On failure pushes a message, leaves the fiber
+ * fresh (a spawned one: dead) and returns the Lua status to report. */
 static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   mstate *ms = getms(L);
   size_t size = ms->stacksize;
@@ -358,6 +367,7 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   err = fsw_create(&f->fsw, fiber_main, f, size);
   if (err != FSW_OK) {
     if (op != OP_SPAWN) lua_pop(L, 1);
+    else lua_settop(co, 0);
     lua_pushfstring(L, "not enough memory for a fiber stack of %d bytes (%s)",
                     (int)size, fsw_strerror(err));
     return LUA_ERRMEM;
@@ -366,8 +376,8 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
     forget(L, co, op == OP_WRAP ? UV_CO : 1);
     lua_pushcfunction(co, fiber_start);
     lua_xmove(L, co, 1); /* the body */
+    lua_xmove(L, co, n); /* its arguments */
   }
-  lua_xmove(L, co, n); /* its arguments */
   ms->live++;
   f->co = co;
   f->ms = ms;
@@ -572,24 +582,18 @@ static int l_wrap(lua_State *L) {
  * body goes straight to the new fiber, never through `fibers`. */
 static int l_spawn(lua_State *L) {
   lua_State *co;
-  int n = lua_gettop(L) - 1, r;
+  int n = lua_gettop(L) - 1;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   co = lua_newthread(L);
-  if (!lua_checkstack(co, n + 2)) {
+  if (!lua_checkstack(co, n + 3)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "too many arguments to resume");
     return 3;
   }
   lua_pushcfunction(co, fiber_start);
-  lua_pushvalue(L, 1);
-  lua_xmove(L, co, 1);
-  lua_replace(L, 1); /* [co, args...] */
-  r = xfer(L, OP_SPAWN, co, NULL, n);
-  if (lua_gettop(L) != r + 1) { /* a refusal left the arguments in place */
-    lua_pushvalue(L, 1);
-    lua_insert(L, -(r + 1));
-  }
-  return r + 1;
+  lua_xmove(L, co, n + 2); /* body, arguments and the thread itself */
+  lua_xmove(co, L, 1);     /* cheaper than a rotate: L holds just [co] */
+  return xfer(L, OP_SPAWN, co, NULL, n) + 1;
 }
 
 /* The status of the thread at index 1; *f gets its armed record, *fresh
