@@ -51,7 +51,8 @@
 #define REG_FIBERS "fiberswap.fibers" /* registry: thread -> body or record */
 #define REG_RECORD "fiberswap.fiber"  /* registry: armed records' metatable */
 
-/* Upvalues of the module's functions; wrap's closures add the thread. */
+/* Upvalues of the module's functions (the module state as a light
+ * userdata); wrap's closures add the thread. */
 #define UV_FIBERS lua_upvalueindex(1)
 #define UV_STATE lua_upvalueindex(2)
 #define UV_CO lua_upvalueindex(3)
@@ -842,6 +843,10 @@ static void openstate(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE);
   }
+  /* The functions hold it as a light userdata (the registry anchors it),
+   * which lua_touserdata returns a little faster. */
+  lua_pushlightuserdata(L, lua_touserdata(L, -1));
+  lua_replace(L, -2);
 }
 
 LUAMOD_API int luaopen_fiberswap(lua_State *L);
