@@ -102,8 +102,37 @@ static FS_TLS fiber *running;
 
 /* ---------------------------------------------------------------- helpers */
 
+/* The module state of the one Lua state in the process that has the
+ * module open, so that getms reads a global instead of an upvalue; MANY
+ * once a second state has opened it (from then on each reads its upvalue,
+ * for good); NULL before the first, and after it closed alone.  A state
+ * is entered here before any of its functions can run and taken out by
+ * its __gc, while its memory is still valid: a pointer here other than
+ * MANY is always the live state of every caller of getms. */
+static mstate *sole;
+static char many;
+#define MANY ((mstate *)(void *)&many)
+
 static mstate *getms(lua_State *L) {
+  mstate *ms = __atomic_load_n(&sole, __ATOMIC_RELAXED);
+  if (ms != NULL && ms != MANY) return ms;
   return (mstate *)lua_touserdata(L, UV_STATE);
+}
+
+/* Enter ms as the sole state, or give up on having one. */
+static void enter_sole(mstate *ms) {
+  mstate *none = NULL;
+  if (!__atomic_compare_exchange_n(&sole, &none, ms, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE))
+    __atomic_store_n(&sole, MANY, __ATOMIC_RELEASE);
+}
+
+/* The module state's finalizer, when its Lua state closes. */
+static int state_gc(lua_State *L) {
+  mstate *ms = (mstate *)lua_touserdata(L, 1);
+  __atomic_compare_exchange_n(&sole, &ms, NULL, 0, __ATOMIC_ACQ_REL,
+                              __ATOMIC_ACQUIRE);
+  return 0;
 }
 
 /* The thread argument #1, as lcorolib's getco. */
@@ -840,8 +869,13 @@ static void openstate(lua_State *L) {
     ms = (mstate *)fs_newuserdata(L, sizeof(mstate), 0);
     memset(ms, 0, sizeof *ms);
     ms->stacksize = FS_DEFAULT_STACK;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE);
+    enter_sole(ms);
   }
   /* The functions hold it as a light userdata (the registry anchors it),
    * which lua_touserdata returns a little faster. */
