@@ -51,7 +51,8 @@
 #define REG_FIBERS "fiberswap.fibers" /* registry: thread -> body or record */
 #define REG_RECORD "fiberswap.fiber"  /* registry: armed records' metatable */
 
-/* Upvalues of the module's functions; wrap's closures add the thread. */
+/* Upvalues of the module's functions (the module state as a light
+ * userdata); wrap's closures add the thread. */
 #define UV_FIBERS lua_upvalueindex(1)
 #define UV_STATE lua_upvalueindex(2)
 #define UV_CO lua_upvalueindex(3)
@@ -101,8 +102,37 @@ static FS_TLS fiber *running;
 
 /* ---------------------------------------------------------------- helpers */
 
+/* The module state of the one Lua state in the process that has the
+ * module open, so that getms reads a global instead of an upvalue; MANY
+ * once a second state has opened it (from then on each reads its upvalue,
+ * for good); NULL before the first, and after it closed alone.  A state
+ * is entered here before any of its functions can run and taken out by
+ * its __gc, while its memory is still valid: a pointer here other than
+ * MANY is always the live state of every caller of getms. */
+static mstate *sole;
+static char many;
+#define MANY ((mstate *)(void *)&many)
+
 static mstate *getms(lua_State *L) {
+  mstate *ms = __atomic_load_n(&sole, __ATOMIC_RELAXED);
+  if (ms != NULL && ms != MANY) return ms;
   return (mstate *)lua_touserdata(L, UV_STATE);
+}
+
+/* Enter ms as the sole state, or give up on having one. */
+static void enter_sole(mstate *ms) {
+  mstate *none = NULL;
+  if (!__atomic_compare_exchange_n(&sole, &none, ms, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE))
+    __atomic_store_n(&sole, MANY, __ATOMIC_RELEASE);
+}
+
+/* The module state's finalizer, when its Lua state closes. */
+static int state_gc(lua_State *L) {
+  mstate *ms = (mstate *)lua_touserdata(L, 1);
+  __atomic_compare_exchange_n(&sole, &ms, NULL, 0, __ATOMIC_ACQ_REL,
+                              __ATOMIC_ACQUIRE);
+  return 0;
 }
 
 /* The thread argument #1, as lcorolib's getco. */
@@ -112,27 +142,36 @@ static lua_State *getco(lua_State *L) {
   return co;
 }
 
-/* What `fibers` holds for thread co (found at index idx): an armed record
- * is returned; for a fresh fiber NULL is returned with its entry pushed;
- * for anything else NULL with nothing pushed. */
-static fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
-  mstate *ms = getms(L);
-  fiber *f = ms->cache[CACHE_SLOT(co)];
+/* What `fibers` holds for thread co (found at index idx), when the cache
+ * has no record for it: an armed record is returned; for a fresh fiber
+ * NULL is returned with its entry pushed; for anything else NULL with
+ * nothing pushed. */
+static fiber *lookup_table(lua_State *L, lua_State *co, int idx, int *fresh) {
+  fiber *f = NULL;
   int t;
   *fresh = 0;
-  if (f != NULL && f->co == co) return f;
-  f = NULL; /* the slot, if filled, holds another thread's record */
   lua_pushvalue(L, idx);
   t = fs_rawget(L, UV_FIBERS);
   if (t == LUA_TUSERDATA) {
     f = (fiber *)lua_touserdata(L, -1);
-    if (FS_CACHE) ms->cache[CACHE_SLOT(co)] = f;
+    if (FS_CACHE) getms(L)->cache[CACHE_SLOT(co)] = f;
   } else if (t != LUA_TNIL) {
     *fresh = 1;
     return NULL;
   }
   lua_pop(L, 1);
   return f;
+}
+
+/* As lookup_table, first asking the cache; small, so that resume inlines
+ * the common case. */
+static inline fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
+  fiber *f = getms(L)->cache[CACHE_SLOT(co)];
+  if (f != NULL && f->co == co) {
+    *fresh = 0;
+    return f;
+  }
+  return lookup_table(L, co, idx, fresh);
 }
 
 /* The record of an active fiber of thread co, through the `outer` chain. */
@@ -331,9 +370,9 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
 
 /* Start fresh fiber co: take a machine stack, fill *f and lay out
  * [fiber_start, body, args] on the thread.  For OP_SPAWN the thread holds
- * [fiber_start, body] already; otherwise the fiber's `fibers` entry is on
- * top of L, above the n arguments.  On failure pushes a message, leaves the
- * fiber fresh and returns the Lua status to report. */
+ * all that already; otherwise the fiber's `fibers` entry is on top of L,
+ * above the n arguments.  On failure pushes a message, leaves the fiber
+ * fresh (a spawned one: dead) and returns the Lua status to report. */
 static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   mstate *ms = getms(L);
   size_t size = ms->stacksize;
@@ -358,6 +397,7 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   err = fsw_create(&f->fsw, fiber_main, f, size);
   if (err != FSW_OK) {
     if (op != OP_SPAWN) lua_pop(L, 1);
+    else lua_settop(co, 0);
     lua_pushfstring(L, "not enough memory for a fiber stack of %d bytes (%s)",
                     (int)size, fsw_strerror(err));
     return LUA_ERRMEM;
@@ -366,8 +406,8 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
     forget(L, co, op == OP_WRAP ? UV_CO : 1);
     lua_pushcfunction(co, fiber_start);
     lua_xmove(L, co, 1); /* the body */
+    lua_xmove(L, co, n); /* its arguments */
   }
-  lua_xmove(L, co, n); /* its arguments */
   ms->live++;
   f->co = co;
   f->ms = ms;
@@ -572,24 +612,18 @@ static int l_wrap(lua_State *L) {
  * body goes straight to the new fiber, never through `fibers`. */
 static int l_spawn(lua_State *L) {
   lua_State *co;
-  int n = lua_gettop(L) - 1, r;
+  int n = lua_gettop(L) - 1;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   co = lua_newthread(L);
-  if (!lua_checkstack(co, n + 2)) {
+  if (!lua_checkstack(co, n + 3)) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "too many arguments to resume");
     return 3;
   }
   lua_pushcfunction(co, fiber_start);
-  lua_pushvalue(L, 1);
-  lua_xmove(L, co, 1);
-  lua_replace(L, 1); /* [co, args...] */
-  r = xfer(L, OP_SPAWN, co, NULL, n);
-  if (lua_gettop(L) != r + 1) { /* a refusal left the arguments in place */
-    lua_pushvalue(L, 1);
-    lua_insert(L, -(r + 1));
-  }
-  return r + 1;
+  lua_xmove(L, co, n + 2); /* body, arguments and the thread itself */
+  lua_xmove(co, L, 1);     /* cheaper than a rotate: L holds just [co] */
+  return xfer(L, OP_SPAWN, co, NULL, n) + 1;
 }
 
 /* The status of the thread at index 1; *f gets its armed record, *fresh
@@ -835,9 +869,18 @@ static void openstate(lua_State *L) {
     ms = (mstate *)fs_newuserdata(L, sizeof(mstate), 0);
     memset(ms, 0, sizeof *ms);
     ms->stacksize = FS_DEFAULT_STACK;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_STATE);
+    enter_sole(ms);
   }
+  /* The functions hold it as a light userdata (the registry anchors it),
+   * which lua_touserdata returns a little faster. */
+  lua_pushlightuserdata(L, lua_touserdata(L, -1));
+  lua_replace(L, -2);
 }
 
 LUAMOD_API int luaopen_fiberswap(lua_State *L);

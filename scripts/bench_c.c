@@ -386,11 +386,12 @@ static void *rawfsw_stack;
 
 /* Start function of the raw context: answer every switch with the
  * complement of its value, forever. */
-static void rawfsw_start(void *data, void *value) {
+static fsw__exit rawfsw_start(void *data, void *value) {
   (void)data;
   for (;;)
     fsw__switch(&rawfsw_fib, FSW_CTX_TARGET(&rawfsw_main),
                 (void *)~(uintptr_t)value, &value);
+  __builtin_unreachable();
 }
 
 static void fsw_raw_setup(void) {

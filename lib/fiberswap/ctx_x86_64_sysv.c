@@ -17,8 +17,9 @@ __extension__ _Static_assert(FSW_FRAME_OUT == 8 && FSW_FRAME_R15 == 16,
 __extension__ _Static_assert(sizeof(void *) == 8, "x86-64 pointers");
 
 /* Write the first frame just below `hi`.  After the switch pops it and
- * `ret`s into fsw__trampoline, rsp == hi, 16-byte aligned, so the
- * trampoline's call enters start() with rsp = 8 mod 16 as the ABI wants.
+ * lands in fsw__trampoline (fsw__switch by `ret`, fsw__switch_fresh by
+ * `jmp`), rsp == hi, 16-byte aligned, so the trampoline's call enters
+ * start() with rsp = 8 mod 16 as the ABI wants.
  * The OUT slot is NULL: the first value goes to start() instead.  The new
  * context starts with the creator's FP control words. */
 void fsw__ctx_init(fsw_ctx *c, void *lo, void *hi, fsw_start_fn start,

@@ -13,7 +13,8 @@
 
 /* A fiber's record lives at the top of its own stack, so creating one
  * from the pool allocates nothing.  Its status is not stored: `resumer` is
- * NULL while it is suspended, DEAD once its body returned, and otherwise
+ * FRESH before its first resume, NULL while it is suspended after that,
+ * DEAD once its body returned, and otherwise
  * the fiber (or thread root) that yield returns to; whether an active fiber
  * is running or normal is whether it is the current one.  Resume and yield
  * thus touch one field each. */
@@ -21,7 +22,7 @@ struct fsw_fiber {
   fsw_ctx ctx;         /* its own context while it is suspended */
   fsw_ctx back;        /* its resumer's context while it is active: yield
                           finds where to go one load away */
-  fsw_fiber *resumer;  /* NULL, DEAD, or whom yield returns to */
+  fsw_fiber *resumer;  /* NULL, FRESH, DEAD, or whom yield returns to */
   fsw_fn fn;
   void *arg;
   fsw_stack stack;
@@ -35,8 +36,10 @@ struct fsw_fiber {
 #endif
 };
 
-/* The resumer of a fiber whose body has returned; never dereferenced. */
+/* The resumer of a fiber whose body has returned, and of one never
+ * resumed; never dereferenced. */
 #define DEAD ((fsw_fiber *)(uintptr_t)1)
+#define FRESH ((fsw_fiber *)(uintptr_t)2)
 
 /* Per-thread state: a record standing for the thread's own stack as a
  * resumer (its context is kept in the `back` of the fiber it resumed), and
@@ -132,13 +135,28 @@ __attribute__((noinline, no_sanitize_address)) static fsw_err transfer(
   if (out) *out = value;
   return FSW_OK;
 }
+#define transfer_fresh transfer
 #else
 #define transfer(save, to_sp, value, out, from, to) \
-  ((fsw_err)fsw__switch((save), (to_sp), (value), (out)))
+  ((void)(from), (void)(to), \
+   (fsw_err)fsw__switch((save), (to_sp), (value), (out)))
+/* The first switch to a fiber (see fsw__switch_fresh). */
+#define transfer_fresh(save, to_sp, value, out, from, to) \
+  ((void)(from), (void)(to), \
+   (fsw_err)fsw__switch_fresh((save), (to_sp), (value), (out)))
 #endif
 
-/* Everything a fiber runs, from its first resume to its last switch. */
-static void fiber_main(void *data, void *value) {
+/* A dead fiber's last switch: by returning from fiber_main to the
+ * trampoline, which continues the resumer, on the x86-64 backend; else by
+ * a switch.  Not under the sanitizers: ASan's switch needs annotating
+ * around it, and TSan must see no instrumented code (fiber_main's own
+ * return included) between its switch annotation and the switch. */
+#define EXIT_BY_RETURN (!FSW_UCONTEXT && !FSW_ASAN && !FSW_TSAN)
+
+/* Everything a fiber runs, from its first resume to its last switch.
+ * Returns (where EXIT_BY_RETURN) the resumer's context and the value for
+ * it: the trampoline continues that context. */
+static fsw__exit fiber_main(void *data, void *value) {
   fsw_fiber *f = data, *r;
   struct thread_state *t;
 #if FSW_ASAN
@@ -151,8 +169,17 @@ static void fiber_main(void *data, void *value) {
   f->resumer = DEAD;
   t->current = r == &t->root ? NULL : r;
   tsan_switch(r);
+#if EXIT_BY_RETURN
+  {
+    fsw__exit e;
+    e.to_sp = FSW_CTX_TARGET(&f->back);
+    e.value = value;
+    return e;
+  }
+#else
   transfer(&f->ctx, FSW_CTX_TARGET(&f->back), value, NULL, f, r);
   abort(); /* nothing ever switches back to a dead fiber */
+#endif
 }
 
 fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
@@ -172,7 +199,7 @@ fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
 
   top = (uintptr_t)FSW_STACK_HI(&s);
   f = (fsw_fiber *)((top - sizeof *f) & ~(uintptr_t)63);
-  f->resumer = NULL;
+  f->resumer = FRESH;
   f->fn = fn;
   f->arg = arg;
   f->stack = s;
@@ -197,17 +224,34 @@ __attribute__((noinline, cold)) static fsw_err refusal(const fsw_fiber *f) {
   return f == ts.current ? FSW_ERUNNING : FSW_ENORMAL;
 }
 
-fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
-  fsw_fiber *cur;
-  if (f == NULL) return FSW_EINVAL;
-  if (f->resumer != NULL) return refusal(f);
-  cur = ts.current ? ts.current : &ts.root;
+/* Resume's bookkeeping: f becomes the current fiber, resumed by the one
+ * that was; returns that one (the root on the thread's own stack). */
+static inline fsw_fiber *enter(fsw_fiber *f) {
+  fsw_fiber *cur = ts.current ? ts.current : &ts.root;
   f->resumer = cur;
   ts.current = f;
 #if FSW_TSAN
   if (cur == &ts.root) ts.root.tsan_fiber = __tsan_get_current_fiber();
 #endif
   tsan_switch(f);
+  return cur;
+}
+
+/* fsw_resume of a fiber that is not suspended: its first resume, or a
+ * refusal.  Off the hot path, and reached by a tail call. */
+__attribute__((noinline)) static fsw_err resume_other(fsw_fiber *f, void *in,
+                                                      void **out) {
+  fsw_fiber *cur;
+  if (f->resumer != FRESH) return refusal(f);
+  cur = enter(f);
+  return transfer_fresh(&f->back, FSW_CTX_TARGET(&f->ctx), in, out, cur, f);
+}
+
+fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
+  fsw_fiber *cur;
+  if (f == NULL) return FSW_EINVAL;
+  if (f->resumer != NULL) return resume_other(f, in, out);
+  cur = enter(f);
   return transfer(&f->back, FSW_CTX_TARGET(&f->ctx), in, out, cur, f);
 }
 
@@ -227,7 +271,7 @@ fsw_err fsw_transfer(fsw_fiber *f, void *value, void **out) {
 
 fsw_status fsw_status_of(const fsw_fiber *f) {
   if (f == NULL || f->resumer == DEAD) return FSW_DEAD;
-  if (f->resumer == NULL) return FSW_SUSPENDED;
+  if (f->resumer == NULL || f->resumer == FRESH) return FSW_SUSPENDED;
   return f == ts.current ? FSW_RUNNING : FSW_NORMAL;
 }
 
@@ -236,7 +280,8 @@ fsw_fiber *fsw_current(void) { return ts.current; }
 fsw_err fsw_destroy(fsw_fiber *f) {
   fsw_stack s;
   if (f == NULL) return FSW_OK;
-  if (f->resumer != NULL && f->resumer != DEAD) return FSW_EBUSY;
+  if (f->resumer != NULL && f->resumer != DEAD && f->resumer != FRESH)
+    return FSW_EBUSY;
 #if FSW_ASAN
   if (f->resumer == NULL) asan_forget(f); /* suspended */
 #endif

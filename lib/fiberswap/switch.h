@@ -47,8 +47,17 @@
 #ifndef __ASSEMBLER__
 #include <stddef.h>
 
-/* What runs first on a new context: never returns. */
-typedef void (*fsw_start_fn)(void *data, void *value);
+/* What a start function returns, if it returns: its context is then dead,
+ * and the context at to_sp (an fsw__switch target) is continued with
+ * value, as by a switch that saves nothing. */
+typedef struct fsw__exit {
+  void *to_sp;
+  void *value;
+} fsw__exit;
+
+/* What runs first on a new context.  The x86-64 backend continues what it
+ * returns; the ucontext backend aborts if it returns. */
+typedef fsw__exit (*fsw_start_fn)(void *data, void *value);
 
 #if FSW_UCONTEXT
 #include <ucontext.h>
@@ -63,7 +72,8 @@ typedef struct fsw_ctx {
 } fsw_ctx;
 
 /* Landing pad for a new context: calls start(data, value) with r12 = data,
- * rbx = start and the switched-in value in rdx.  Never called directly. */
+ * rbx = start and the switched-in value in rdx, then continues what start
+ * returns.  Never called directly. */
 void fsw__trampoline(void);
 #endif
 
@@ -74,6 +84,16 @@ void fsw__trampoline(void);
  * The fiber layer tail-calls this, so its `ret` lands in the caller of
  * fsw_resume or fsw_yield.  x86-64: the .S file; else ctx_ucontext.c. */
 int fsw__switch(fsw_ctx *from, void *to_sp, void *value, void **out);
+
+/* fsw__switch for the first switch to a context made by fsw__ctx_init
+ * (fsw__switch works there too).  x86-64: it enters the trampoline by
+ * `jmp`, leaving the caller's return address on the return-stack buffer
+ * for the context's last switch, when start returns, to pair with. */
+#if FSW_UCONTEXT
+#define fsw__switch_fresh fsw__switch
+#else
+int fsw__switch_fresh(fsw_ctx *from, void *to_sp, void *value, void **out);
+#endif
 
 /* The `to_sp` argument of fsw__switch for context `c`. */
 #if FSW_UCONTEXT

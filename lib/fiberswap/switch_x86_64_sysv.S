@@ -26,9 +26,11 @@
  * stores `value` through that side's OUT pointer and returns 0 with `ret`.
  * A new context is a frame that fsw__ctx_init planted at the top of a fresh
  * stack, whose RET slot holds fsw__trampoline: the first switch to it
- * `ret`s into the trampoline, which calls start(data, value).  start never
- * returns (the fiber layer switches away when the body ends); if it did,
- * the trampoline traps with ud2 instead of running off into garbage.
+ * (fsw__switch_fresh, or fsw__switch) lands in the trampoline, which calls
+ * start(data, value).  When start returns, the context is dead and the
+ * trampoline continues the context start named, with the second half of
+ * fsw__switch: its last `ret` pairs with the `call` into the first switch,
+ * so the return-stack buffer stays balanced over a fiber's whole life.
  *
  * Speed: fsw_resume and fsw_yield tail-call this function, so each switch
  * runs exactly one `ret`, back into the code that called resume or yield.
@@ -59,14 +61,12 @@
 
         .text
 
-/* int fsw__switch(fsw_ctx *from [rdi], void *to_sp [rsi], void *value [rdx],
- *                 void **out [rcx]) */
-        .globl  fsw__switch
-        .hidden fsw__switch
-        .type   fsw__switch, @function
-        .p2align 4
-fsw__switch:
-        .cfi_startproc
+/* The two halves of a switch, shared by its three ways in and out.
+ * SAVE_AND_SWAP: push this side's state, store rsp in *rdi, load rsi as
+ * rsp.  RESTORE: the incoming frame's control words (r8w holds the x87
+ * word in force, to compare against) and registers, the value (rdx) stored
+ * through its OUT pointer, eax = 0; what remains on the stack is RET. */
+        .macro  SAVE_AND_SWAP
         ENDBR
         /* Keep the callee-saved registers and OUT on the outgoing stack. */
         pushq   %rbp
@@ -95,12 +95,15 @@ fsw__switch:
          * which has the same layout, so the CFI above still describes it. */
         movq    %rsp, (%rdi)
         movq    %rsi, %rsp
+        .endm
+
+        .macro  RESTORE tag
 #if FSW_FPCW
         /* Take the incoming MXCSR; its x87 word only if it differs. */
         ldmxcsr FSW_FRAME_FPCW(%rsp)
         xorw    FSW_FRAME_FPCW+4(%rsp), %r8w
-        jnz     .Lload_x87cw
-.Lx87cw_done:
+        jnz     .Lload_x87cw_\tag
+.Lx87cw_done_\tag:
 #endif
         /* Restore the incoming side's registers and hand it the value. */
         movq    FSW_FRAME_OUT(%rsp), %rcx
@@ -119,24 +122,67 @@ fsw__switch:
         popq    %rbp
         .cfi_adjust_cfa_offset -8
         testq   %rcx, %rcx
-        jz      .Lno_out
+        jz      2f
         movq    %rdx, (%rcx)
-.Lno_out:
+2:
         xorl    %eax, %eax
-        ret
+        .endm
+
+/* Placed after the instruction that leaves, for RESTORE of the same tag:
+ * the rare case where the two sides' x87 modes differ, out of line.  cfa:
+ * the bytes popped since RESTORE loaded the x87 word. */
+        .macro  RESTORE_X87 tag, cfa
 #if FSW_FPCW
-        .cfi_adjust_cfa_offset 64
-.Lload_x87cw:
-        /* Out of line: the rare case where the two sides' x87 modes differ. */
+        .cfi_adjust_cfa_offset \cfa
+.Lload_x87cw_\tag:
         fldcw   FSW_FRAME_FPCW+4(%rsp)
-        jmp     .Lx87cw_done
+        jmp     .Lx87cw_done_\tag
 #endif
+        .endm
+
+/* int fsw__switch(fsw_ctx *from [rdi], void *to_sp [rsi], void *value [rdx],
+ *                 void **out [rcx]) */
+        .globl  fsw__switch
+        .hidden fsw__switch
+        .type   fsw__switch, @function
+        .p2align 4
+fsw__switch:
+        .cfi_startproc
+        SAVE_AND_SWAP
+.Lrestore:      /* the trampoline continues a dead context's resumer here */
+        RESTORE switch
+        ret
+        RESTORE_X87 switch, 64
         .cfi_endproc
         .size   fsw__switch, .-fsw__switch
 
-/* Entered by the first switch's `ret` to a new context, with rsp 16-byte
- * aligned, r12 = data, rbx = start and rdx = the switched-in value (its OUT
- * slot was NULL, so nothing was stored). */
+/* int fsw__switch_fresh(fsw_ctx *from, void *to_sp, void *value,
+ *                       void **out): fsw__switch for the first switch to a
+ * new context.  It leaves by `jmp` to the trampoline, not `ret`: a `ret`
+ * would pop the return-stack buffer's entry for the caller, which the new
+ * context's last switch (a `ret` from the trampoline, after start returns)
+ * then finds in place, as do the returns after it. */
+        .globl  fsw__switch_fresh
+        .hidden fsw__switch_fresh
+        .type   fsw__switch_fresh, @function
+        .p2align 4
+fsw__switch_fresh:
+        .cfi_startproc
+        SAVE_AND_SWAP
+        RESTORE fresh
+        popq    %rcx
+        .cfi_adjust_cfa_offset -8
+        jmp     *%rcx
+        RESTORE_X87 fresh, 72
+        .cfi_endproc
+        .size   fsw__switch_fresh, .-fsw__switch_fresh
+
+/* Entered by the first switch to a new context, with rsp 16-byte aligned,
+ * r12 = data, rbx = start and rdx = the switched-in value (its OUT slot was
+ * NULL, so nothing was stored).  It calls start(data, value).  If start
+ * returns, its context is dead: start returned the context to continue
+ * (rax = to_sp) and the value for it (rdx), and the trampoline continues
+ * it as the second half of a switch would, saving nothing. */
         .globl  fsw__trampoline
         .hidden fsw__trampoline
         .type   fsw__trampoline, @function
@@ -145,11 +191,16 @@ fsw__trampoline:
         .cfi_startproc
         /* The outermost frame of a fiber: unwinders and debuggers stop here. */
         .cfi_undefined rip
+        ENDBR                           /* fsw__switch_fresh jumps here */
         movq    %r12, %rdi
         movq    %rdx, %rsi
         call    *%rbx
-        /* start returned, which it must never do: trap right here. */
-        ud2
+#if FSW_FPCW
+        fnstcw  -8(%rsp)                /* the x87 word in force (red zone) */
+        movzwl  -8(%rsp), %r8d
+#endif
+        movq    %rax, %rsp
+        jmp     .Lrestore
         .cfi_endproc
         .size   fsw__trampoline, .-fsw__trampoline
 

@@ -405,6 +405,68 @@ static int count_parked(lua_State *L) {
   return 0;
 }
 
+/* Several Lua states, one after another and side by side: each keeps its
+ * own module state (default stack size, fibers). */
+static const char *const first_state =
+    "local fs = require 'fiberswap'\n"
+    "fs.stacksize(65536)\n"
+    "co = fs.create(function() fs.yield(fs.info(fs.running()).stacksize)\n"
+    "  return 'first' end)\n"
+    "local ok, size = fs.resume(co)\n"
+    "assert(ok and size == 65536, tostring(size))\n";
+static const char *const second_state =
+    "local fs = require 'fiberswap'\n"
+    "assert(fs.stacksize() ~= 65536, 'the first state set this default')\n"
+    "fs.stacksize(32768)\n"
+    "co = fs.create(function() fs.yield(fs.info(fs.running()).stacksize)\n"
+    "  return 'second' end)\n"
+    "local ok, size = fs.resume(co)\n"
+    "assert(ok and size == 32768, tostring(size))\n";
+static const char *const first_again =
+    "local fs = require 'fiberswap'\n"
+    "assert(fs.stacksize() == 65536, tostring(fs.stacksize()))\n"
+    "assert(select(2, fs.resume(co)) == 'first')\n";
+static const char *const second_again =
+    "local fs = require 'fiberswap'\n"
+    "assert(fs.stacksize() == 32768, tostring(fs.stacksize()))\n"
+    "assert(select(2, fs.resume(co)) == 'second')\n"
+    "local _, ok, v = fs.spawn(function(x) return x end, 'alone')\n"
+    "assert(ok and v == 'alone')\n";
+static const char *const third_state =
+    "local fs = require 'fiberswap'\n"
+    "assert(fs.stacksize() ~= 65536 and fs.stacksize() ~= 32768)\n"
+    "local _, ok, v = fs.spawn(function(x) return fs.stacksize() + x end, 1)\n"
+    "assert(ok and v == fs.stacksize() + 1)\n";
+
+static void several_states(void) {
+  lua_State *a = open_state(), *b;
+  if (a == NULL) {
+    report(0, "several states", "cannot create a Lua state");
+    return;
+  }
+  run_lua(a, "a state sets its own default stack size", first_state);
+  b = open_state();
+  if (b == NULL) {
+    report(0, "several states", "cannot create a Lua state");
+    lua_close(a);
+    return;
+  }
+  run_lua(b, "a second state side by side has its own default",
+          second_state);
+  run_lua(a, "the first state keeps its default and its fiber", first_again);
+  lua_close(a);
+  run_lua(b, "the second state works on after the first closed",
+          second_again);
+  lua_close(b);
+  b = open_state();
+  if (b == NULL) {
+    report(0, "several states", "cannot create a Lua state");
+    return;
+  }
+  run_lua(b, "a state opened after both closed starts afresh", third_state);
+  lua_close(b);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void) {
@@ -450,6 +512,7 @@ int main(void) {
   fsw_pool_drain();
   report(fsw_pool_count() == 0, "the pool drains after lua_close",
          "stacks left in the pool");
+  several_states();
 
   printf("host: %d passed, %d failed\n", passed, failed);
   return failed != 0;
