@@ -40,7 +40,10 @@ struct fsw_fiber {
 
 /* Per-thread state: a record standing for the thread's own stack as a
  * resumer (its context is kept in the `back` of the fiber it resumed), and
- * the running fiber (NULL on the thread's own stack). */
+ * the running fiber: &root on the thread's own stack, or NULL there before
+ * the thread's first resume.  Storing &root rather than NULL lets yield
+ * hand back its resumer as is; the root's `resumer` stays NULL, so yield
+ * refuses it like a thread that never resumed. */
 struct thread_state {
   fsw_fiber root; /* first, so its address is the state's own */
   fsw_fiber *current;
@@ -127,14 +130,14 @@ __attribute__((noinline, no_sanitize_address)) static fsw_err transfer(
                                                   fsw_fiber *from,
                                                   fsw_fiber *to) {
   asan_leave(from, to);
-  fsw__switch(save, to_sp, value, &value);
+  fsw__switch(save, value, &value, to_sp);
   asan_arrive(from->asan_fake);
   if (out) *out = value;
   return FSW_OK;
 }
 #else
 #define transfer(save, to_sp, value, out, from, to) \
-  ((fsw_err)fsw__switch((save), (to_sp), (value), (out)))
+  ((fsw_err)fsw__switch((save), (value), (out), (to_sp)))
 #endif
 
 /* Everything a fiber runs, from its first resume to its last switch. */
@@ -149,7 +152,7 @@ static void fiber_main(void *data, void *value) {
   t = fresh_ts();
   r = f->resumer;
   f->resumer = DEAD;
-  t->current = r == &t->root ? NULL : r;
+  t->current = r;
   tsan_switch(r);
   transfer(&f->ctx, FSW_CTX_TARGET(&f->back), value, NULL, f, r);
   abort(); /* nothing ever switches back to a dead fiber */
@@ -197,11 +200,22 @@ __attribute__((noinline, cold)) static fsw_err refusal(const fsw_fiber *f) {
   return f == ts.current ? FSW_ERUNNING : FSW_ENORMAL;
 }
 
+/* The first resume on this thread, whose current fiber is still NULL: make
+ * the thread's own stack current, then resume as usual.  Off the hot path,
+ * so that fsw_resume finds its resumer in one load. */
+__attribute__((noinline, cold)) static fsw_err resume_first(fsw_fiber *f,
+                                                            void *in,
+                                                            void **out) {
+  ts.current = &ts.root;
+  return fsw_resume(f, in, out);
+}
+
 fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
   fsw_fiber *cur;
   if (f == NULL) return FSW_EINVAL;
   if (f->resumer != NULL) return refusal(f);
-  cur = ts.current ? ts.current : &ts.root;
+  cur = ts.current;
+  if (cur == NULL) return resume_first(f, in, out);
   f->resumer = cur;
   ts.current = f;
 #if FSW_TSAN
@@ -213,10 +227,9 @@ fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
 
 fsw_err fsw_yield(void *out, void **in) {
   fsw_fiber *cur = ts.current, *r;
-  if (cur == NULL) return FSW_EOUTSIDE;
-  r = cur->resumer;
+  if (cur == NULL || (r = cur->resumer) == NULL) return FSW_EOUTSIDE;
   cur->resumer = NULL;
-  ts.current = r == &ts.root ? NULL : r;
+  ts.current = r;
   tsan_switch(r);
   return transfer(&cur->ctx, FSW_CTX_TARGET(&cur->back), out, in, cur, r);
 }
@@ -231,7 +244,9 @@ fsw_status fsw_status_of(const fsw_fiber *f) {
   return f == ts.current ? FSW_RUNNING : FSW_NORMAL;
 }
 
-fsw_fiber *fsw_current(void) { return ts.current; }
+fsw_fiber *fsw_current(void) {
+  return ts.current == &ts.root ? NULL : ts.current;
+}
 
 fsw_err fsw_destroy(fsw_fiber *f) {
   fsw_stack s;

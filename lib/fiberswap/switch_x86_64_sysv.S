@@ -21,7 +21,7 @@
  * rsp = 8 mod 16 and the frame below RET is 64 bytes), so after the ret
  * that pops it, rsp = 0 mod 16, as a new context's trampoline needs.
  *
- * Mechanism: fsw__switch(from, to_sp, value, out) pushes this side's state,
+ * Mechanism: fsw__switch(from, value, out, to_sp) pushes this side's state,
  * stores rsp in from->sp, loads to_sp into rsp, pops the other side's state,
  * stores `value` through that side's OUT pointer and returns 0 with `ret`.
  * A new context is a frame that fsw__ctx_init planted at the top of a fresh
@@ -59,8 +59,8 @@
 
         .text
 
-/* int fsw__switch(fsw_ctx *from [rdi], void *to_sp [rsi], void *value [rdx],
- *                 void **out [rcx]) */
+/* int fsw__switch(fsw_ctx *from [rdi], void *value [rsi], void **out [rdx],
+ *                 void *to_sp [rcx]) */
         .globl  fsw__switch
         .hidden fsw__switch
         .type   fsw__switch, @function
@@ -81,7 +81,7 @@ fsw__switch:
         .cfi_adjust_cfa_offset 8
         pushq   %r15
         .cfi_adjust_cfa_offset 8
-        pushq   %rcx
+        pushq   %rdx
         .cfi_adjust_cfa_offset 8
         leaq    -8(%rsp), %rsp
         .cfi_adjust_cfa_offset 8
@@ -94,7 +94,7 @@ fsw__switch:
         /* Swap stacks: from here on rsp is the incoming context's frame,
          * which has the same layout, so the CFI above still describes it. */
         movq    %rsp, (%rdi)
-        movq    %rsi, %rsp
+        movq    %rcx, %rsp
 #if FSW_FPCW
         /* Take the incoming MXCSR; its x87 word only if it differs. */
         ldmxcsr FSW_FRAME_FPCW(%rsp)
@@ -120,7 +120,7 @@ fsw__switch:
         .cfi_adjust_cfa_offset -8
         testq   %rcx, %rcx
         jz      .Lno_out
-        movq    %rdx, (%rcx)
+        movq    %rsi, (%rcx)
 .Lno_out:
         xorl    %eax, %eax
         ret
@@ -135,8 +135,8 @@ fsw__switch:
         .size   fsw__switch, .-fsw__switch
 
 /* Entered by the first switch's `ret` to a new context, with rsp 16-byte
- * aligned, r12 = data, rbx = start and rdx = the switched-in value (its OUT
- * slot was NULL, so nothing was stored). */
+ * aligned, r12 = data, rbx = start and rsi = the switched-in value (its OUT
+ * slot was NULL, so nothing was stored), already start's second argument. */
         .globl  fsw__trampoline
         .hidden fsw__trampoline
         .type   fsw__trampoline, @function
@@ -146,7 +146,6 @@ fsw__trampoline:
         /* The outermost frame of a fiber: unwinders and debuggers stop here. */
         .cfi_undefined rip
         movq    %r12, %rdi
-        movq    %rdx, %rsi
         call    *%rbx
         /* start returned, which it must never do: trap right here. */
         ud2
