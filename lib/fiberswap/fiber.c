@@ -210,7 +210,13 @@ __attribute__((noinline, cold)) static fsw_err resume_first(fsw_fiber *f,
   return fsw_resume(f, in, out);
 }
 
-fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
+/* Resume and yield go to .text.hot, next to the switch, each at the start
+ * of a 64-byte line: the round trip's code then sits in a few adjacent
+ * lines, and measured faster than wherever the linker put it otherwise
+ * (see switch_x86_64_sysv.S). */
+#define HOT __attribute__((hot, aligned(64)))
+
+HOT fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
   fsw_fiber *cur;
   if (f == NULL) return FSW_EINVAL;
   if (f->resumer != NULL) return refusal(f);
@@ -225,7 +231,7 @@ fsw_err fsw_resume(fsw_fiber *f, void *in, void **out) {
   return transfer(&f->back, FSW_CTX_TARGET(&f->ctx), in, out, cur, f);
 }
 
-fsw_err fsw_yield(void *out, void **in) {
+HOT fsw_err fsw_yield(void *out, void **in) {
   fsw_fiber *cur = ts.current, *r;
   if (cur == NULL || (r = cur->resumer) == NULL) return FSW_EOUTSIDE;
   cur->resumer = NULL;
