@@ -389,8 +389,8 @@ static void *rawfsw_stack;
 static fsw__exit rawfsw_start(void *data, void *value) {
   (void)data;
   for (;;)
-    fsw__switch(&rawfsw_fib, FSW_CTX_TARGET(&rawfsw_main),
-                (void *)~(uintptr_t)value, &value);
+    fsw__switch(&rawfsw_fib, (void *)~(uintptr_t)value, &value,
+                FSW_CTX_TARGET(&rawfsw_main));
   __builtin_unreachable();
 }
 
@@ -405,7 +405,7 @@ static uintptr_t fsw_raw_run(size_t n, uintptr_t base) {
   for (size_t i = 0; i < n; i++) {
     uintptr_t v = base + i;
     void *got;
-    fsw__switch(&rawfsw_main, FSW_CTX_TARGET(&rawfsw_fib), (void *)v, &got);
+    fsw__switch(&rawfsw_main, (void *)v, &got, FSW_CTX_TARGET(&rawfsw_fib));
     uintptr_t out = (uintptr_t)got;
     if (out != ~v) badvalue("fiberswap raw", v, out);
     sum += out;

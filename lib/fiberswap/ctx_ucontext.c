@@ -45,7 +45,7 @@ void fsw__ctx_init(fsw_ctx *c, void *lo, void *hi, fsw_start_fn start,
   makecontext(&c->uc, entry, 0);
 }
 
-int fsw__switch(fsw_ctx *from, void *to_sp, void *value, void **out) {
+int fsw__switch(fsw_ctx *from, void *value, void **out, void *to_sp) {
   fsw_ctx *to = to_sp; /* FSW_CTX_TARGET: the context itself */
   struct mailbox *m = mb();
   m->value = value;

@@ -72,7 +72,7 @@ typedef struct fsw_ctx {
 } fsw_ctx;
 
 /* Landing pad for a new context: calls start(data, value) with r12 = data,
- * rbx = start and the switched-in value in rdx, then continues what start
+ * rbx = start and the switched-in value in rsi, then continues what start
  * returns.  Never called directly. */
 void fsw__trampoline(void);
 #endif
@@ -82,8 +82,10 @@ void fsw__trampoline(void);
  * itself), handing it `value`.  When `from` is continued in turn, the value
  * handed to it is stored in *out (unless out is NULL) and 0 is returned.
  * The fiber layer tail-calls this, so its `ret` lands in the caller of
- * fsw_resume or fsw_yield.  x86-64: the .S file; else ctx_ucontext.c. */
-int fsw__switch(fsw_ctx *from, void *to_sp, void *value, void **out);
+ * fsw_resume or fsw_yield; `value` and `out` come in the registers of
+ * those functions' own `in`/`out` arguments, so resume passes them on
+ * unmoved.  x86-64: the .S file; else ctx_ucontext.c. */
+int fsw__switch(fsw_ctx *from, void *value, void **out, void *to_sp);
 
 /* fsw__switch for the first switch to a context made by fsw__ctx_init
  * (fsw__switch works there too).  x86-64: it enters the trampoline by
@@ -92,7 +94,7 @@ int fsw__switch(fsw_ctx *from, void *to_sp, void *value, void **out);
 #if FSW_UCONTEXT
 #define fsw__switch_fresh fsw__switch
 #else
-int fsw__switch_fresh(fsw_ctx *from, void *to_sp, void *value, void **out);
+int fsw__switch_fresh(fsw_ctx *from, void *value, void **out, void *to_sp);
 #endif
 
 /* The `to_sp` argument of fsw__switch for context `c`. */
