@@ -128,10 +128,8 @@ __attribute__((noinline, no_sanitize_address)) static void asan_forget(fsw_fiber
  * real stack.  Under detect_stack_use_after_return ASan would put it on a
  * fake stack, which it frees when a dying fiber leaves. */
 __attribute__((noinline, no_sanitize_address)) static fsw_err transfer(
-    fsw_ctx *save, void *to_sp,
-                                                  void *value, void **out,
-                                                  fsw_fiber *from,
-                                                  fsw_fiber *to) {
+    fsw_ctx *save, void *to_sp, void *value, void **out, fsw_fiber *from,
+    fsw_fiber *to) {
   asan_leave(from, to);
   fsw__switch(save, value, &value, to_sp);
   asan_arrive(from->asan_fake);
