@@ -139,7 +139,9 @@ $(B)/test_%: tests/c/test_%.c tests/c/harness.h $(LIB_A)
 # The suites of one backend, as run_suites.sh arguments.
 c_suites = "c-$(1)=build/$(1)/test_fiber" \
            "c-mprotect-$(1)=FIBERSWAP_GUARD=mprotect build/$(1)/test_fiber" \
-           "c-maplimit-$(1)=FIBERSWAP_GUARD=mprotect build/$(1)/test_maplimit"
+           "c-maplimit-$(1)=TEST_ONLY=map_limit_is_named FIBERSWAP_GUARD=mprotect \
+              build/$(1)/test_maplimit" \
+           "c-unmaplimit-$(1)=TEST_ONLY=idle_region_kept_at_map_limit build/$(1)/test_maplimit"
 
 # Every suite prints "name: N passed, N failed"; the runner sums them.
 test: deps-test

@@ -113,8 +113,9 @@ size_t fsw_pool_count(void);
 
 /* Give every stack in this thread's pool back to the process-wide reserve,
  * which returns its memory to the system (and unmaps regions of stacks none
- * of which is in use); returns how many the pool held.  Thread exit does
- * this too. */
+ * of which is in use); returns how many the pool held (fsw_pool_count).
+ * Stacks released past the pool, waiting to go to the reserve in a batch,
+ * go too, uncounted.  Thread exit does this too. */
 size_t fsw_pool_drain(void);
 
 /* Opt in (on != 0) or out of a report of fiber stack overflows: a SIGSEGV

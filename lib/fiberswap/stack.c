@@ -60,9 +60,10 @@ struct pool {
 };
 static FSW_TLS struct pool pool;
 
-/* One mapping of `nslots` slots; slot i, at base + i * slot, is a guard
- * page and then the usable bytes.  This header fills the page above the
- * last slot, so nothing is allocated (or left for a leak checker to find
+/* One mapping: this header's page, then `nslots` slots; slot i, at
+ * base + i * slot, is a guard page and then the usable bytes.  The header
+ * sits below slot 0's guard, where no stack can run into it, and in the
+ * mapping, so nothing is allocated (or left for a leak checker to find
  * once a dlclosed module's globals are gone).  reserve_lock guards every
  * field. */
 struct fsw_region {
@@ -234,8 +235,7 @@ static fsw_err guard_region(struct fsw_region *r, size_t page) {
     r->guarded = ~(uint64_t)0 >> (REGION_SLOTS - r->nslots);
     return FSW_OK;
   }
-  if (errno != EINVAL)
-    return errno == ENOMEM ? classify_enomem(FSW_EGUARD) : FSW_EGUARD;
+  if (errno != EINVAL) return FSW_EGUARD; /* adds no mapping: not the limit */
   __atomic_store_n(&guard_kind, GUARD_MPROTECT, __ATOMIC_RELAXED);
   return FSW_OK;
 }
@@ -288,23 +288,23 @@ static fsw_err region_new(struct fsw_region **out, size_t usable) {
   size_t have = __atomic_load_n(&region_count, __ATOMIC_RELAXED);
   size_t n = (size_t)REGION_FIRST << (have < 4 ? have : 4);
   struct fsw_region *r;
-  char *base;
+  char *map;
   fsw_err err;
   if (n > REGION_SLOTS) n = REGION_SLOTS;
   if (n > REGION_BYTES / slot) n = REGION_BYTES / slot;
   if (n == 0) n = 1;
-  base = mmap(NULL, n * slot + page, PROT_READ | PROT_WRITE,
-              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED)
+  map = mmap(NULL, page + n * slot, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (map == MAP_FAILED)
     return errno == ENOMEM ? classify_enomem(FSW_ENOMEM) : FSW_ENOMEM;
-  r = (struct fsw_region *)(void *)(base + n * slot); /* zero-filled */
-  r->base = base;
+  r = (struct fsw_region *)(void *)map; /* zero-filled */
+  r->base = map + page;
   r->slot = slot;
   r->nslots = (unsigned)n;
   err = guard_region(r, page);
   if (err != FSW_OK) {
     int saved = errno;
-    munmap(base, n * slot + page);
+    munmap(map, page + n * slot);
     errno = saved;
     return err;
   }
@@ -312,14 +312,21 @@ static fsw_err region_new(struct fsw_region **out, size_t usable) {
   return FSW_OK;
 }
 
-/* Unmap and free a chain of regions (linked by `next`) that nothing uses;
- * called without the lock. */
+/* Unmap a chain of regions (linked by `next`) that nothing uses, headers
+ * and all; called without the lock. */
 static void regions_unmap(struct fsw_region *dead) {
   size_t page = fsw__page_size();
   while (dead) {
     struct fsw_region *r = dead;
     dead = r->next;
-    munmap(r->base, (size_t)r->nslots * r->slot + page); /* r goes too */
+    if (munmap(r, page + (size_t)r->nslots * r->slot) != 0) {
+      /* At vm.max_map_count, unmapping part of merged mappings can fail
+       * (the split needs one more): keep the region, idle, for reuse, and
+       * try again when it is next idle. */
+      pthread_mutex_lock(&reserve_lock);
+      region_add(r);
+      pthread_mutex_unlock(&reserve_lock);
+    }
   }
 }
 
@@ -478,7 +485,12 @@ static size_t drain(struct pool *p) {
   return n;
 }
 
-static void drain_at_exit(void *p) { drain(p); }
+/* Thread exit: drain, and re-arm, so that a stack released by a later
+ * key destructor of this thread is drained in the next round. */
+static void drain_at_exit(void *p) {
+  drain(p);
+  ((struct pool *)p)->registered = 0;
+}
 
 static void make_key(void) {
   pool_key_ok = pthread_key_create(&pool_key, drain_at_exit) == 0;

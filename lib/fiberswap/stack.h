@@ -29,9 +29,9 @@ size_t fsw__page_size(void);
 fsw_err fsw__stack_size_check(size_t request, size_t *usable);
 
 /* Get a stack of exactly `usable` bytes (already page-rounded), from this
- * thread's pool when one fits, else from the reserve, which maps and guards
- * a new region when it has no slot of that size.  On failure returns the
- * error and holds nothing. */
+ * thread's pool or spill list when one fits, else from the reserve, which
+ * maps and guards a new region when it has no slot of that size.  On
+ * failure returns the error and holds nothing. */
 fsw_err fsw__stack_acquire(fsw_stack *s, size_t usable);
 
 /* Give a stack back: into this thread's pool (trimmed if it ran deep) or,

@@ -43,24 +43,41 @@ static int h_selected(const char *name) {
   return 0;
 }
 
+/* How many tests TEST_ONLY names (one per comma-separated name), or the
+ * number that ran when it is unset: each named test must exist. */
+static int h_wanted(void) {
+  const char *only = getenv("TEST_ONLY");
+  int n = 1;
+  if (only == NULL || *only == '\0') return h_passed + h_failed;
+  for (; *only; only++) n += *only == ',';
+  return n;
+}
+
 /* Run one test function, if selected, and report it TAP-style on stdout. */
 #define RUN(fn)                                                             \
-  if (h_selected(#fn)) do {                                                 \
-    h_failed_checks = 0;                                                    \
-    fn();                                                                   \
-    if (h_failed_checks == 0) {                                             \
-      h_passed++;                                                           \
-      printf("ok %d - %s\n", h_passed + h_failed, #fn);                     \
-    } else {                                                                \
-      h_failed++;                                                           \
-      printf("not ok %d - %s\n", h_passed + h_failed, #fn);                 \
+  do {                                                                      \
+    if (h_selected(#fn)) {                                                  \
+      h_failed_checks = 0;                                                  \
+      fn();                                                                 \
+      if (h_failed_checks == 0) {                                           \
+        h_passed++;                                                         \
+        printf("ok %d - %s\n", h_passed + h_failed, #fn);                   \
+      } else {                                                              \
+        h_failed++;                                                         \
+        printf("not ok %d - %s\n", h_passed + h_failed, #fn);               \
+      }                                                                     \
+      fflush(stdout);                                                       \
     }                                                                       \
-    fflush(stdout);                                                         \
   } while (0)
 
 /* Print the suite's closing line (summed by the test runner) and exit. */
 #define DONE()                                                              \
   do {                                                                      \
+    if (h_passed + h_failed != h_wanted()) { /* TEST_ONLY names a test */ \
+      fprintf(stderr, "%d tests ran of the %d TEST_ONLY names: %s\n",      \
+              h_passed + h_failed, h_wanted(), getenv("TEST_ONLY"));        \
+      h_failed++;                                                           \
+    }                                                                       \
     printf("%s: %d passed, %d failed\n", h_suite, h_passed, h_failed);      \
     return h_failed != 0;                                                   \
   } while (0)

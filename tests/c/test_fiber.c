@@ -841,7 +841,8 @@ static long vm_size_kib(void); /* VmSize of /proc/self/status, below */
 
 /* Sanitizers map memory of their own for each fiber (TSan's contexts,
  * ASan's fake stacks) and valgrind shows its own view of the mappings:
- * mapping counts say something about fiberswap only in a native run. */
+ * mapping counts and VmSize say something about fiberswap only in a
+ * native run. */
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define MAPS_MEANINGFUL 0
 #elif defined(__has_feature)
@@ -853,16 +854,22 @@ static long vm_size_kib(void); /* VmSize of /proc/self/status, below */
 #define MAPS_MEANINGFUL 1
 #endif
 
+/* Do this process's mappings and address space show fiberswap's own?  Not
+ * under a sanitizer or valgrind. */
+static int measured(void) {
+#if FSW_TEST_VALGRIND
+  if (RUNNING_ON_VALGRIND) return 0;
+#endif
+  return MAPS_MEANINGFUL;
+}
+
 /* Lines of /proc/self/maps: this process's mappings; -1 if unreadable,
- * 0 under a sanitizer or valgrind (where the count is not fiberswap's). */
+ * 0 where not measured(). */
 static long count_maps(void) {
   FILE *f;
   long n = 0;
   int c;
-#if FSW_TEST_VALGRIND
-  if (RUNNING_ON_VALGRIND) return 0;
-#endif
-  if (!MAPS_MEANINGFUL) return 0;
+  if (!measured()) return 0;
   f = fopen("/proc/self/maps", "r");
   if (f == NULL) return -1;
   while ((c = getc(f)) != EOF) n += c == '\n';
@@ -879,12 +886,14 @@ static void *reserve_body(void *arg, void *in) {
 
 /* Start every `step`-th fiber of f[0..n) from `first` and leave them
  * suspended; count what went wrong. */
+static size_t reserve_size = FSW_STACK_MIN; /* their stacks' size */
+
 static int start_reserve_fibers(fsw_fiber **f, size_t n, size_t first, size_t step) {
   int bad = 0;
   for (size_t i = first; i < n; i += step) {
     void *out = NULL;
     f[i] = NULL;
-    if (fsw_create(&f[i], reserve_body, to_ptr(i), FSW_STACK_MIN) != FSW_OK) return bad + 1;
+    if (fsw_create(&f[i], reserve_body, to_ptr(i), reserve_size) != FSW_OK) return bad + 1;
     if (fsw_resume(f[i], NULL, &out) != FSW_OK || to_num(out) != i) bad++;
   }
   return bad;
@@ -902,14 +911,17 @@ static int finish_reserve_fibers(fsw_fiber **f, size_t n, size_t first, size_t s
   return bad;
 }
 
-/* Stacks are carved from regions: with MADV_GUARD_INSTALL guards, 3,000
- * suspended fibers add a few dozen mappings, not one or two per stack (the
- * mprotect fallback adds two per stack).  Stacks given back in any order
- * are reused, and once all are back the regions are unmapped. */
+/* Stacks are carved from regions: fibers made one after another get
+ * adjacent slots, guard page above stack above guard page; with
+ * MADV_GUARD_INSTALL guards 3,000 suspended fibers add a few dozen
+ * mappings at most, not one or two per stack (the mprotect fallback adds
+ * two per stack).  Stacks given back in any order are reused before any
+ * new region is mapped, and once all are back the regions are unmapped. */
 static void stacks_come_from_regions_and_go_back(void) {
   fsw_fiber **f = calloc(RESERVE_N, sizeof *f);
+  size_t slot = FSW_STACK_MIN + page_size();
   long m0, m1, m2, m3, vm0, vm1;
-  int bad;
+  int bad, adjacent = 0;
   CHECK(f != NULL);
   if (f == NULL) return;
   fsw_pool_drain();
@@ -922,6 +934,12 @@ static void stacks_come_from_regions_and_go_back(void) {
   printf("# %d suspended fibers added %ld mappings (%s guards)\n", RESERVE_N, m1 - m0,
          fsw_guard_kind());
   CHECK(m1 >= m0);
+  for (size_t i = 0; bad == 0 && i + 1 < RESERVE_N; i++)
+    adjacent += (const char *)fsw_stack_guard(f[i + 1]) -
+                    (const char *)fsw_stack_guard(f[i]) == (ptrdiff_t)slot;
+  printf("# %d of %d fibers made in a row sit in the next slot up\n", adjacent,
+         RESERVE_N - 1);
+  CHECK(adjacent >= RESERVE_N * 9 / 10);
   if (strcmp(fsw_guard_kind(), "madvise") == 0)
     CHECK(m1 - m0 <= RESERVE_N / 64 + 16);
   else
@@ -932,6 +950,7 @@ static void stacks_come_from_regions_and_go_back(void) {
   CHECK_EQ(start_reserve_fibers(f, RESERVE_N, 1, 2), 0);
   m2 = count_maps();
   CHECK(m2 <= m1 + 2); /* the holes were refilled: no new region */
+  CHECK(!measured() || vm_size_kib() <= vm1 + 1024);
   CHECK_EQ(finish_reserve_fibers(f, RESERVE_N, 0, 1), 0);
   CHECK_EQ(fsw_pool_drain(), 256);
   m3 = count_maps();
@@ -939,8 +958,10 @@ static void stacks_come_from_regions_and_go_back(void) {
          RESERVE_N, m2, m3);
   CHECK(m3 <= m0 + 2);
   /* Every region was unmapped: the address space went back too. */
-  CHECK(vm0 > 0 && vm1 - vm0 >= (long)(RESERVE_N * 20));
-  CHECK(vm_size_kib() - vm0 < (vm1 - vm0) / 8);
+  if (measured()) {
+    CHECK(vm0 > 0 && vm1 - vm0 >= (long)(RESERVE_N * 20));
+    CHECK(vm_size_kib() - vm0 < (vm1 - vm0) / 8);
+  }
   free(f);
 }
 
@@ -962,11 +983,13 @@ static void stacks_given_back_on_another_thread(void) {
   fsw_fiber **f = calloc(2 * RESERVE_N, sizeof *f);
   struct giver g;
   pthread_t th;
-  long m0, m1;
+  long m0, m1, vm0, vm1;
   CHECK(f != NULL);
   if (f == NULL) return;
   fsw_pool_drain();
+  reserve_size = 256 * KIB; /* 3,000 take 780 MiB of address space */
   m0 = count_maps();
+  vm0 = vm_size_kib();
   CHECK_EQ(start_reserve_fibers(f, RESERVE_N, 0, 1), 0);
   g.f = f;
   g.n = RESERVE_N;
@@ -980,8 +1003,14 @@ static void stacks_given_back_on_another_thread(void) {
   CHECK_EQ(g.bad, 0);
   fsw_pool_drain();
   m1 = count_maps();
-  printf("# mappings: %ld before, %ld after (glibc keeps the thread's stack)\n", m0, m1);
+  vm1 = vm_size_kib();
+  printf("# mappings: %ld before, %ld after; VmSize %+ld KiB (glibc keeps the "
+         "thread's stack)\n", m0, m1, vm1 - vm0);
   CHECK(m1 <= m0 + 8); /* + glibc's cached thread stack and arena */
+  /* The giver's pool was drained at its exit: 256 stacks left there would
+   * hold 65 MiB and their regions more. */
+  CHECK(!measured() || (vm0 > 0 && vm1 - vm0 < 32 * 1024));
+  reserve_size = FSW_STACK_MIN;
   free(f);
 }
 
