@@ -3,6 +3,8 @@
 #ifndef FIBERSWAP_COMPAT_H
 #define FIBERSWAP_COMPAT_H
 
+#include <string.h>
+
 #include "lua.h"
 #include "lauxlib.h"
 #include "lualib.h"
@@ -41,8 +43,28 @@
 #define fs_argexpected(L, c, arg, tname) luaL_argexpected((L), (c), (arg), (tname))
 #define fs_isyieldable(co) lua_isyieldable(co)
 /* Inside a __gc finalizer 5.4 stops the collector internally, and every
- * lua_gc option then answers -1. */
+ * lua_gc option then answers -1: some finalizer is running, in any thread. */
 #define fs_in_finalizer(L) (lua_gc((L), LUA_GCISRUNNING, 0) < 0)
+/* Is that finalizer on thread L itself?  Lua names a function called as a
+ * finalizer metamethod "__gc" (its caller's frame is marked).  A tail call
+ * erases the name of the function it replaced, so one on the stack counts
+ * as a finalizer: refusing there is what every version did before.  Asked
+ * only while a finalizer runs, so its cost is off the hot path. */
+static inline int fs_finalizer_on(lua_State *L) {
+  lua_Debug ar;
+  int level;
+  for (level = 0; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "nt", &ar) || ar.istailcall) return 1;
+    if (ar.namewhat != NULL && strcmp(ar.namewhat, "metamethod") == 0 &&
+        ar.name != NULL && strcmp(ar.name, "__gc") == 0)
+      return 1;
+  }
+  return 0;
+}
+/* May a fiber running on L not yield, for a finalizer on its own stack?  A
+ * fiber resumed by a finalizer elsewhere may yield, as a plain coroutine
+ * may. */
+#define fs_gc_refuses(L) (fs_in_finalizer(L) && fs_finalizer_on(L))
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define fs_closethread(co, L) lua_closethread((co), (L))
 #else
@@ -160,6 +182,9 @@ static inline int fs_in_finalizer(lua_State *L) {
   return !fs_hook_fired;
 #endif
 }
+/* Before 5.4 a finalizer's frame is not named: a yield is refused while
+ * any finalizer runs, on whichever thread (see the README). */
+#define fs_gc_refuses(L) fs_in_finalizer(L)
 
 /* Nothing to close before 5.4: no to-be-closed variables, no reset. */
 static inline int fs_closethread(lua_State *co, lua_State *L) {

@@ -493,7 +493,7 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   fsw_fiber *target = NULL;
   void *out = NULL;
   if (op == OP_YIELD) {
-    if (fs_in_finalizer(L))
+    if (fs_gc_refuses(L))
       return luaL_error(L, "attempt to yield from inside a __gc metamethod "
                            "(it would leave the collector stopped)");
   } else {
@@ -654,15 +654,15 @@ static int l_running(lua_State *L) {
   return 2;
 }
 
-/* True anywhere inside a fiber but in a finalizer, and for any fiber that
- * is not dead; Lua's answer otherwise. */
+/* True anywhere inside a fiber but in a finalizer on its own stack, and
+ * for any fiber that is not dead; Lua's answer otherwise. */
 static int l_isyieldable(lua_State *L) {
   lua_State *co;
   int yes;
   if (lua_isnone(L, 1)) {
     co = L;
     yes = running != NULL && running->co == L;
-    if (yes) yes = !fs_in_finalizer(L);
+    if (yes) yes = !fs_gc_refuses(L);
     else yes = fs_isyieldable(L);
   } else {
     fiber *f;
@@ -671,7 +671,7 @@ static int l_isyieldable(lua_State *L) {
     f = lookup(L, co, 1, &fresh);
     if (fresh) lua_pop(L, 1);
     if ((f != NULL && f->state != F_DEAD) || fresh || active(co) != NULL)
-      yes = co != L || !fs_in_finalizer(L);
+      yes = co != L || !fs_gc_refuses(L);
     else
       yes = fs_isyieldable(co);
   }

@@ -93,7 +93,8 @@ function fiberswap.status(co) end
 ---@nodiscard
 function fiberswap.running() end
 
----True inside a fiber (C frames included) but in a finalizer, and for any fiber not dead; else Lua's answer.
+---True inside a fiber (C frames included) but in a finalizer on its own stack, and for any fiber not
+---dead; else Lua's answer.
 ---@param co thread the thread to ask about; without it, the running one
 ---@return boolean yieldable
 ---@nodiscard

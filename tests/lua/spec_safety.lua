@@ -472,6 +472,43 @@ if GC_REFUSED then
     H.eq(err, GCYIELD)
     drain(co)
   end)
+
+  H.test("a finalizer that tail-calls the function that yields is refused too", function()
+    local err
+    local function inner() err = select(2, pcall(fs.yield)) end
+    local co = fs.create(function()
+      garbage(function() return inner() end) -- the tail call hides "__gc"
+      collectgarbage()
+      return "done"
+    end)
+    H.same(pack(fs.resume(co)), {true, "done", n = 2})
+    H.eq(err, GCYIELD)
+    drain(co)
+  end)
+
+  if V == "5.4" then
+    H.test("a fiber resumed by a finalizer may yield, across C too, as a plain coroutine may", function()
+      local got = {}
+      local function body()
+        got.yieldable = fs.isyieldable()
+        local t = {3, 1, 2}
+        table.sort(t, function(a, b) return fs.yield(a < b) end)
+        return table.concat(t, ",")
+      end
+      garbage(function()
+        local fiber = fs.create(body)
+        local r = pack(fs.resume(fiber))
+        while r[1] and fs.status(fiber) == "suspended" do r = pack(fs.resume(fiber, r[2])) end
+        got.fiber = r
+        local plain = builtin.create(function() return builtin.yield(builtin.isyieldable()) end)
+        got.plain = pack(builtin.resume(plain))
+      end)
+      collectgarbage()
+      H.same(got.fiber, {true, "1,2,3", n = 2}, "the fiber's yields went through")
+      H.eq(got.yieldable, true, "isyieldable() in that fiber")
+      H.same(got.plain, {true, true, n = 2}, "as for a plain coroutine")
+    end)
+  end
 else
   -- Lua 5.1: the yield is not detected (README).  The fiber suspends inside
   -- the finalizer, and 5.1 holds its collector back only until memory
