@@ -486,6 +486,18 @@ if GC_REFUSED then
     drain(co)
   end)
 
+  H.test("a finalizer calling yield itself, on a fiber that yielded before, is refused", function()
+    local co = fs.create(function()
+      fs.yield("first")
+      garbage(function() fs.yield("from gc") end) -- uncaught: yield's caller is the finalizer
+      pcall(collectgarbage) -- before 5.4 the finalizer's error fails the collection
+      return "done"
+    end)
+    H.same(pack(fs.resume(co)), {true, "first", n = 2})
+    H.same(pack(fs.resume(co)), {true, "done", n = 2}, "the finalizer did not suspend the fiber")
+    drain(co)
+  end)
+
   if V == "5.4" then
     H.test("a fiber resumed by a finalizer may yield, across C too, as a plain coroutine may", function()
       local got = {}
