@@ -194,7 +194,7 @@ build/fuzz/fuzz_c: tests/fuzz/fuzz_c.c $(LIB_SRC) $(LIB_HDR)
 # C hosts that link the module statically (luaL_requiref), on Lua 5.4.
 EMBED_LUA = lua5.4
 EMBED     = $(B)/embed_host $(B)/embed_threads $(B)/embed_migrate
-$(B)/embed_%: tests/embed/%.c binding/fiberswap.c binding/compat.h $(LIB_A)
+$(B)/embed_%: tests/embed/%.c tests/embed/tap.h binding/fiberswap.c binding/compat.h $(LIB_A)
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags $(EMBED_LUA)) -Ibinding $< \
 	  binding/fiberswap.c $(LIB_A) -o $@ $(shell pkg-config --libs $(EMBED_LUA)) $(LDLIBS)
 embed_suites = "embed-host$(2)=$(3) $(1)/embed_host" \

@@ -9,6 +9,7 @@
 #include "lualib.h"
 
 #include "fiberswap.h"
+#include "tap.h"
 
 /* The module's entry point, linked in from binding/fiberswap.c. */
 int luaopen_fiberswap(lua_State *L);
@@ -17,15 +18,6 @@ int luaopen_fiberswap(lua_State *L);
 #define POOL_MAX 256
 
 static int passed, failed;
-
-/* Print `text` as TAP diagnostics: each line behind "# ". */
-static void diag(const char *text) {
-  while (*text) {
-    size_t n = strcspn(text, "\n");
-    printf("# %.*s\n", (int)n, text);
-    text += n + (text[n] == '\n');
-  }
-}
 
 /* Print one TAP line; `why` explains a failure. */
 static void report(int ok, const char *name, const char *why) {

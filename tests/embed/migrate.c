@@ -11,6 +11,7 @@
 #include "lualib.h"
 
 #include "fiberswap.h"
+#include "tap.h"
 
 /* The module's entry point, linked in from binding/fiberswap.c. */
 int luaopen_fiberswap(lua_State *L);
@@ -36,15 +37,6 @@ static pthread_key_t who; /* "A" or "B": the name of the calling thread */
 static const char *thread_name(void) {
   const char *name = pthread_getspecific(who);
   return name ? name : "?";
-}
-
-/* Print `text` as TAP diagnostics: each line behind "# ". */
-static void diag(const char *text) {
-  while (*text) {
-    size_t n = strcspn(text, "\n");
-    printf("# %.*s\n", (int)n, text);
-    text += n + (text[n] == '\n');
-  }
 }
 
 /* Print one TAP line, naming the thread; `why` explains a failure.  Only

@@ -11,6 +11,7 @@
 #include "lualib.h"
 
 #include "fiberswap.h"
+#include "tap.h"
 
 /* The module's entry point, linked in from binding/fiberswap.c. */
 int luaopen_fiberswap(lua_State *L);
@@ -353,15 +354,6 @@ static void lua_round_trips(struct worker *w) {
 }
 
 /* ------------------------------------------------------------------ main */
-
-/* Print `text` as TAP diagnostics: each line behind "# ". */
-static void diag(const char *text) {
-  while (*text) {
-    size_t n = strcspn(text, "\n");
-    printf("# %.*s\n", (int)n, text);
-    text += n + (text[n] == '\n');
-  }
-}
 
 static void *work(void *arg) {
   struct worker *w = arg;

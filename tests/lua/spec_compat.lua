@@ -30,23 +30,19 @@ H.test("resuming a dead fiber or plain coroutine says so, as the built-in does",
 end)
 
 H.test("resuming a running or normal fiber fails with this version's words", function()
-  local inner, outer
-  local seen = {}
-  outer = F.create(function()
-    seen.self = pack(F.resume(outer))
-    inner = F.create(function() seen.normal = pack(F.resume(outer)) end)
-    F.resume(inner)
-  end)
-  F.resume(outer)
-  local p, q
-  p = coroutine.create(function()
-    seen.pself = pack(coroutine.resume(p))
-    q = coroutine.create(function() seen.pnormal = pack(coroutine.resume(p)) end)
-    coroutine.resume(q)
-  end)
-  coroutine.resume(p)
-  H.same(seen.self, seen.pself)
-  H.same(seen.normal, seen.pnormal)
+  -- What resuming itself, and then its resumer from inside, gives under lib.
+  local function scenario(lib)
+    local seen, outer = {}, nil
+    outer = lib.create(function()
+      seen.self = pack(lib.resume(outer))
+      lib.resume(lib.create(function() seen.normal = pack(lib.resume(outer)) end))
+    end)
+    lib.resume(outer)
+    return seen
+  end
+  local fiber, plain = scenario(F), scenario(coroutine)
+  H.same(fiber.self, plain.self)
+  H.same(fiber.normal, plain.normal)
 end)
 
 H.test("wrap raises with this version's position rule", function()
