@@ -65,6 +65,26 @@ static inline int fs_finalizer_on(lua_State *L) {
  * fiber resumed by a finalizer elsewhere may yield, as a plain coroutine
  * may. */
 #define fs_gc_refuses(L) (fs_in_finalizer(L) && fs_finalizer_on(L))
+/* The identity of the frame that called yield (level 1), or NULL.  Lua
+ * keeps a frame's CallInfo in place while its function is active (the
+ * list only ever frees entries above the running one), so while a fiber's
+ * body runs, the CallInfo pointer of the frame right above fiber_start
+ * names the body's frame.  A yield called from that frame has no frame
+ * between it and fiber_start, so no finalizer can be on the fiber's stack:
+ * yield_allowed (fiberswap.c) skips the lua_gc probe there.  i_ci is a
+ * field of lua_Debug's private part; it is only compared, never followed. */
+#define FS_BODY_FRAME 1
+static inline const void *fs_caller_frame(lua_State *L) {
+  lua_Debug ar;
+  return lua_getstack(L, 1, &ar) ? (const void *)ar.i_ci : NULL;
+}
+/* Is the caller's frame (level 1) right above the fiber's first frame
+ * (fiber_start, at level 2, the bottom)?  Then it is the body, or a
+ * finalizer that fiber_start's call ran before the body started. */
+static inline int fs_caller_at_base(lua_State *L) {
+  lua_Debug ar;
+  return lua_getstack(L, 2, &ar) && !lua_getstack(L, 3, &ar);
+}
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define fs_closethread(co, L) lua_closethread((co), (L))
 #else
@@ -79,6 +99,10 @@ static inline int fs_finalizer_on(lua_State *L) {
 #else
 /* ---- Lua 5.1, 5.2, 5.3 and LuaJIT 2.1 --------------------------------- */
 #define FS_HAS_CLOSE 0 /* no lua_resetthread: a closed fiber is marked dead */
+/* Every yield asks whether a finalizer runs (below): no frame shortcut. */
+#define FS_BODY_FRAME 0
+#define fs_caller_frame(L) ((void)(L), (const void *)NULL)
+#define fs_caller_at_base(L) ((void)(L), 0)
 #if FS_LUAJIT
 /* LuaJIT has no limit on nested C calls: its own "stack overflow" (65,500
  * Lua stack slots) is what stops string.format("%s") recursing through
@@ -184,6 +208,7 @@ static inline int fs_in_finalizer(lua_State *L) {
 }
 /* Before 5.4 a finalizer's frame is not named: a yield is refused while
  * any finalizer runs, on whichever thread (see the README). */
+#define fs_finalizer_on(L) ((void)(L), 1)
 #define fs_gc_refuses(L) fs_in_finalizer(L)
 
 /* Nothing to close before 5.4: no to-be-closed variables, no reset. */

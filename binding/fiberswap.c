@@ -50,6 +50,7 @@
 #define REG_STATE "fiberswap.state"   /* registry: the module state */
 #define REG_FIBERS "fiberswap.fibers" /* registry: thread -> body or record */
 #define REG_RECORD "fiberswap.fiber"  /* registry: armed records' metatable */
+#define REG_COPY "fiberswap.copy"     /* registry: which copy of the code owns them */
 
 /* Upvalues of the module's functions (the module state as a light
  * userdata); wrap's closures add the thread. */
@@ -92,9 +93,14 @@ typedef struct fiber {
   mstate *ms;
   struct fiber *outer;  /* while active: the fiber active around it */
   size_t stacksize;
+  const void *body;     /* the body's frame once a yield has named it, or NOBODY */
   int state;            /* enum fstate */
   int armed;            /* a userdata with a __gc, in `fibers` */
 } fiber;
+
+/* fiber.body before a yield has named the body's frame: never a frame. */
+static const char nobody;
+#define NOBODY ((const void *)&nobody)
 
 /* The innermost active fiber on this OS thread's current stack: set by the
  * resumer around each switch, read by yield. */
@@ -412,6 +418,7 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   f->co = co;
   f->ms = ms;
   f->stacksize = fsw_stack_size(f->fsw);
+  f->body = NOBODY;
   f->armed = 0;
   return LUA_OK;
 }
@@ -476,52 +483,33 @@ static fiber *arm(lua_State *L, int op, lua_State *co, fiber *f) {
   return armed;
 }
 
-/* Resume fiber f of thread co with the n values on top of L (f is NULL for
- * a fresh fiber, whose `fibers` entry is on top), or suspend the running
- * fiber f (op == OP_YIELD) handing back the n values on top of L == co.
- * Returns what the Lua function returns.  This holds the only call of
- * fsw_transfer; the Lua functions tail-call it, so that every switch
- * leaves and arrives through the same return addresses.
- *
- * Stack space: when Lua calls a C function it guarantees LUA_MINSTACK free
- * slots above the arguments.  A suspended fiber sits in yield's frame and
- * the resumer sits in resume's, whose arguments have left, so counts up to
- * LUA_MINSTACK need no lua_checkstack. */
-__attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
-                                          fiber *f, int n) {
-  fiber first; /* the record of a fiber's first run, until it first yields */
-  fsw_fiber *target = NULL;
-  void *out = NULL;
-  if (op == OP_YIELD) {
-    if (fs_gc_refuses(L))
-      return luaL_error(L, "attempt to yield from inside a __gc metamethod "
-                           "(it would leave the collector stopped)");
-  } else {
-    if (f == NULL) {
-      int status = start(L, op, co, &first, n);
-      if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
-      f = &first;
-      n++; /* the body */
-    } else if (f->state != F_SUSPENDED) {
-      if (f->state == F_DEAD) lua_pushliteral(L, "cannot resume dead coroutine");
-      else lua_pushstring(L, fs_refusal(co, L == co ? FS_MSG_RUNNING : FS_MSG_NORMAL));
-      return resume_failed(L, op, co, LUA_OK, 0);
-    } else if (n > LUA_MINSTACK && !lua_checkstack(co, n)) {
-      return too_many(L, op, co, "arguments");
-    } else if (n > 0)
-      lua_xmove(L, co, n);
-    f->state = F_ACTIVE;
-    f->outer = running;
-    running = f;
-    target = f->fsw;
-  }
-  fsw_transfer(target, PACK(n, ST_YIELD), &out); /* the one switch */
-  /* Hide op from the optimizer here: otherwise it threads the two tests of
-   * op through a duplicated call, and the call site would not be unique. */
-  __asm__("" : "+r"(op));
-  if (op == OP_YIELD) return PACK_N(out); /* what the resumer left us */
-  running = f->outer;
-  n = PACK_N(out);
+/* Refused resume of a fiber that is not suspended (f is its record). */
+__attribute__((noinline)) static int refuse(lua_State *L, int op, lua_State *co,
+                                            fiber *f) {
+  if (f->state == F_DEAD) lua_pushliteral(L, "cannot resume dead coroutine");
+  else lua_pushstring(L, fs_refusal(co, L == co ? FS_MSG_RUNNING : FS_MSG_NORMAL));
+  return resume_failed(L, op, co, LUA_OK, 0);
+}
+
+/* May the running fiber f, of thread L, yield?  Not from inside a __gc
+ * finalizer on its own stack: the collector would stay stopped.  Asking
+ * lua_gc is the costly part of a round trip, and a yield called by the
+ * body itself cannot be inside a finalizer: once a yield has found the
+ * body's frame, yields from that frame skip the probe. */
+static int yield_allowed(lua_State *L, fiber *f) {
+  const void *caller = fs_caller_frame(L);
+  if (FS_BODY_FRAME && caller == f->body) return 1;
+  if (fs_in_finalizer(L)) return !fs_finalizer_on(L);
+  if (FS_BODY_FRAME && f->body == NOBODY && caller != NULL && fs_caller_at_base(L))
+    f->body = caller; /* no finalizer runs: the frame is the body's */
+  return 1;
+}
+
+/* The rest of a resume after the switch, when the fiber suspended for the
+ * first time, returned, failed, or handed over many values. */
+static int finish(lua_State *L, int op, fiber *f, void *out) {
+  lua_State *co = f->co;
+  int n = PACK_N(out);
   if (PACK_ST(out) == ST_YIELD) {
     f->state = F_SUSPENDED;
     if (!f->armed && (f = arm(L, op, co, f)) == NULL)
@@ -543,12 +531,73 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   return n + (op != OP_WRAP);
 }
 
+/* resume (OP_RESUME) and the function wrap returns (OP_WRAP): the thread
+ * at argument 1 or upvalue UV_CO, resumed with the arguments after it.
+ * spawn (OP_SPAWN): fresh fiber co, its n arguments on top of L.  yield
+ * (OP_YIELD): suspend the running fiber f, of thread L, handing back the
+ * values on top.  Returns what the Lua function returns.  This holds the
+ * only call of fsw_transfer; the Lua functions tail-call it, so that every
+ * switch leaves and arrives through the same return addresses.  It finds
+ * the thread, record and count itself, so that resume and yield need no
+ * frame of their own.
+ *
+ * Stack space: when Lua calls a C function it guarantees LUA_MINSTACK free
+ * slots above the arguments.  A suspended fiber sits in yield's frame and
+ * the resumer sits in resume's, whose arguments have left, so counts up to
+ * LUA_MINSTACK need no lua_checkstack. */
+__attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
+                                          fiber *f, int n) {
+  fiber first; /* the record of a fiber's first run, until it first yields */
+  fsw_fiber *target = NULL;
+  void *out = NULL;
+  if (op == OP_YIELD) {
+    n = lua_gettop(L);
+    if (!yield_allowed(L, f))
+      return luaL_error(L, "attempt to yield from inside a __gc metamethod "
+                           "(it would leave the collector stopped)");
+  } else {
+    if (op != OP_SPAWN) {
+      int fresh;
+      co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
+      f = lookup(L, co, op == OP_WRAP ? UV_CO : 1, &fresh);
+      n = lua_gettop(L) - (op == OP_RESUME) - fresh;
+      if (f == NULL && !fresh) return plain_resume(L, op, co, n);
+    }
+    if (f == NULL) {
+      int status = start(L, op, co, &first, n);
+      if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
+      f = &first;
+      n++; /* the body */
+    } else if (f->state != F_SUSPENDED) {
+      return refuse(L, op, co, f);
+    } else if (n > 0) {
+      if (n > LUA_MINSTACK && !lua_checkstack(co, n))
+        return too_many(L, op, co, "arguments");
+      lua_xmove(L, co, n);
+    }
+    f->state = F_ACTIVE;
+    f->outer = running;
+    running = f;
+    target = f->fsw;
+  }
+  fsw_transfer(target, PACK(n, ST_YIELD), &out); /* the one switch */
+  /* Hide op from the optimizer here: otherwise it threads the two tests of
+   * op through a duplicated call, and the call site would not be unique. */
+  __asm__("" : "+r"(op));
+  if (op == OP_YIELD) return PACK_N(out); /* what the resumer left us */
+  running = f->outer;
+  n = PACK_N(out);
+  /* Only f, L and op live across the switch: the rest is read again. */
+  if (PACK_ST(out) != ST_YIELD || !f->armed || n >= LUA_MINSTACK)
+    return finish(L, op, f, out);
+  f->state = F_SUSPENDED;
+  if (op != OP_WRAP) lua_pushboolean(L, 1);
+  if (n > 0) lua_xmove(f->co, L, n);
+  return n + (op != OP_WRAP);
+}
+
 static int l_resume(lua_State *L) {
-  lua_State *co = getco(L);
-  int fresh;
-  fiber *f = lookup(L, co, 1, &fresh);
-  if (f == NULL && !fresh) return plain_resume(L, OP_RESUME, co, lua_gettop(L) - 1);
-  return xfer(L, OP_RESUME, co, f, lua_gettop(L) - 1 - fresh);
+  return xfer(L, OP_RESUME, NULL, NULL, 0);
 }
 
 static int l_yield(lua_State *L) {
@@ -560,16 +609,12 @@ static int l_yield(lua_State *L) {
 #endif
     return lua_yield(L, lua_gettop(L));
   }
-  return xfer(L, OP_YIELD, L, f, lua_gettop(L));
+  return xfer(L, OP_YIELD, L, f, 0);
 }
 
 /* The function wrap returns. */
 static int l_wrapped(lua_State *L) {
-  lua_State *co = lua_tothread(L, UV_CO);
-  int fresh;
-  fiber *f = lookup(L, co, UV_CO, &fresh);
-  if (f == NULL && !fresh) return plain_resume(L, OP_WRAP, co, lua_gettop(L));
-  return xfer(L, OP_WRAP, co, f, lua_gettop(L) - fresh);
+  return xfer(L, OP_WRAP, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------ the library */
@@ -854,9 +899,27 @@ static const luaL_Reg funcs[] = {
     {"stats", l_stats},         {"catchoverflow", l_catchoverflow},
     {NULL, NULL}};
 
+/* This copy of the module's code.  A Lua state's fibers belong to one copy:
+ * its records' finalizer, its stack pools and its `running` go together. */
+static const char copy_tag;
+
 /* The per-state values every function shares, created on first require:
- * pushes `fibers` and the module state. */
+ * pushes `fibers` and the module state.  A second copy of the module (a
+ * file loaded from another path, or one linked into the host) would take
+ * over the first one's state and hand its stacks to the wrong pool: it is
+ * refused. */
 static void openstate(lua_State *L) {
+  int owner = fs_getfield(L, LUA_REGISTRYINDEX, REG_COPY);
+  int state = fs_getfield(L, LUA_REGISTRYINDEX, REG_STATE);
+  if (state != LUA_TNIL && lua_touserdata(L, -2) != (void *)&copy_tag)
+    luaL_error(L, "fiberswap: another copy of the module is already open in "
+                  "this Lua state (loaded from another file, or linked into "
+                  "the host program); a state can use only one");
+  lua_pop(L, 2);
+  if (owner == LUA_TNIL) {
+    lua_pushlightuserdata(L, (void *)&copy_tag);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_COPY);
+  }
   if (luaL_newmetatable(L, REG_RECORD)) {
     lua_pushcfunction(L, record_gc);
     lua_setfield(L, -2, "__gc");

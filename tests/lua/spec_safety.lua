@@ -1229,6 +1229,46 @@ H.test("at the map limit a fiber fails to start with a memory error, and the sta
   H.ok(out:find("AGAIN\t200\n", 1, true), "new fibers start again: " .. out)
 end)
 
+H.test("a second copy of the module in the same state is refused, and the first goes on", function()
+  -- The same code from another file (here a copy of the module) has its own
+  -- stack pools: taking over the first copy's fibers would hand stacks to
+  -- the wrong pool.  This once crashed at exit; the child shows it does not.
+  local how, n, out = child([[
+    local fs = require "fiberswap"
+    local path
+    for template in package.cpath:gmatch("[^;]+") do
+      local p = template:gsub("%?", "fiberswap")
+      local f = io.open(p, "rb")
+      if f then f:close() path = p break end
+    end
+    local tmp = os.tmpname()
+    local copy = tmp .. ".so"
+    local src = assert(io.open(path, "rb"))
+    local data = src:read("*a")
+    src:close()
+    local dst = assert(io.open(copy, "wb"))
+    dst:write(data)
+    dst:close()
+    local open = assert(package.loadlib(copy, "luaopen_fiberswap"))
+    os.remove(copy)
+    os.remove(tmp)
+    print("SECOND", pcall(open))
+    print("AGAIN", pcall(open))
+    local co = fs.create(function(a) return fs.yield(a + 1) end)
+    print("FIRST", fs.resume(co, 1))
+    print("REQUIRE", pcall(require, "fiberswap"))
+    print("DONE")
+  ]])
+  exited(how, n, out, "DONE")
+  local refusal = "fiberswap: another copy of the module is already open in this Lua " ..
+                  "state (loaded from another file, or linked into the host program); " ..
+                  "a state can use only one"
+  H.ok(out:find("SECOND\tfalse\t" .. refusal .. "\n", 1, true), "refused: " .. out)
+  H.ok(out:find("AGAIN\tfalse\t" .. refusal .. "\n", 1, true), "refused again: " .. out)
+  H.ok(out:find("FIRST\ttrue\t2\n", 1, true), "the first copy still works: " .. out)
+  H.ok(out:find("REQUIRE\ttrue\t", 1, true), "require still gives the first: " .. out)
+end)
+
 -- ====================================== close of fibers suspended in C frames
 
 -- A closed plain coroutine's isyieldable, as the built-in library says.
