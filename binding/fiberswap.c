@@ -98,6 +98,11 @@ typedef struct fiber {
   int armed;            /* a userdata with a __gc, in `fibers` */
 } fiber;
 
+/* Branch hints for the round trip's straight path: the common case falls
+ * through, so a round trip takes no jump it could avoid. */
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
 /* fiber.body before a yield has named the body's frame: never a frame. */
 static const char nobody;
 #define NOBODY ((const void *)&nobody)
@@ -121,7 +126,7 @@ static char many;
 
 static mstate *getms(lua_State *L) {
   mstate *ms = __atomic_load_n(&sole, __ATOMIC_RELAXED);
-  if (ms != NULL && ms != MANY) return ms;
+  if (LIKELY(ms != NULL && ms != MANY)) return ms;
   return (mstate *)lua_touserdata(L, UV_STATE);
 }
 
@@ -173,7 +178,7 @@ static fiber *lookup_table(lua_State *L, lua_State *co, int idx, int *fresh) {
  * the common case. */
 static inline fiber *lookup(lua_State *L, lua_State *co, int idx, int *fresh) {
   fiber *f = getms(L)->cache[CACHE_SLOT(co)];
-  if (f != NULL && f->co == co) {
+  if (LIKELY(f != NULL && f->co == co)) {
     *fresh = 0;
     return f;
   }
@@ -498,7 +503,7 @@ __attribute__((noinline)) static int refuse(lua_State *L, int op, lua_State *co,
  * body's frame, yields from that frame skip the probe. */
 static int yield_allowed(lua_State *L, fiber *f) {
   const void *caller = fs_caller_frame(L);
-  if (FS_BODY_FRAME && caller == f->body) return 1;
+  if (FS_BODY_FRAME && LIKELY(caller == f->body)) return 1;
   if (fs_in_finalizer(L)) return !fs_finalizer_on(L);
   if (FS_BODY_FRAME && f->body == NOBODY && caller != NULL && fs_caller_at_base(L))
     f->body = caller; /* no finalizer runs: the frame is the body's */
@@ -558,17 +563,19 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   } else {
     if (op != OP_SPAWN) {
       int fresh;
+      n = lua_gettop(L) - (op == OP_RESUME);
       co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
       f = lookup(L, co, op == OP_WRAP ? UV_CO : 1, &fresh);
-      n = lua_gettop(L) - (op == OP_RESUME) - fresh;
-      if (f == NULL && !fresh) return plain_resume(L, op, co, n);
+      if (UNLIKELY(f == NULL)) {
+        if (!fresh) return plain_resume(L, op, co, n);
+      }
     }
     if (f == NULL) {
       int status = start(L, op, co, &first, n);
       if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
       f = &first;
       n++; /* the body */
-    } else if (f->state != F_SUSPENDED) {
+    } else if (UNLIKELY(f->state != F_SUSPENDED)) {
       return refuse(L, op, co, f);
     } else if (n > 0) {
       if (n > LUA_MINSTACK && !lua_checkstack(co, n))
@@ -588,10 +595,10 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   running = f->outer;
   n = PACK_N(out);
   /* Only f, L and op live across the switch: the rest is read again. */
-  if (PACK_ST(out) != ST_YIELD || !f->armed || n >= LUA_MINSTACK)
+  if (UNLIKELY(PACK_ST(out) != ST_YIELD || !f->armed || n >= LUA_MINSTACK))
     return finish(L, op, f, out);
   f->state = F_SUSPENDED;
-  if (op != OP_WRAP) lua_pushboolean(L, 1);
+  if (LIKELY(op != OP_WRAP)) lua_pushboolean(L, 1);
   if (n > 0) lua_xmove(f->co, L, n);
   return n + (op != OP_WRAP);
 }

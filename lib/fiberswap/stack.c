@@ -10,7 +10,8 @@
  *   into slots (guard page + usable bytes), mapped and guarded with
  *   MADV_GUARD_INSTALL in one go for up to REGION_SLOTS stacks.  A slot
  *   given back has its memory dropped (MADV_DONTNEED) and waits for reuse;
- *   a region with no slot out is unmapped.
+ *   a region with no slot out is unmapped (a batch that leaves its region
+ *   so skips the madvise: the unmap drops the memory).
  * Creating a million fibers thus pays a few system calls per region, not
  * one per stack, and the mapping count grows per region, not per stack. */
 #define _GNU_SOURCE
@@ -322,7 +323,9 @@ static void regions_unmap(struct fsw_region *dead) {
     if (munmap(r, page + (size_t)r->nslots * r->slot) != 0) {
       /* At vm.max_map_count, unmapping part of merged mappings can fail
        * (the split needs one more): keep the region, idle, for reuse, and
-       * try again when it is next idle. */
+       * try again when it is next idle.  Its stacks may still hold memory
+       * (reserve_put leaves that to the unmap): drop it. */
+      (void)madvise(r->base, (size_t)r->nslots * r->slot, MADV_DONTNEED);
       pthread_mutex_lock(&reserve_lock);
       region_add(r);
       pthread_mutex_unlock(&reserve_lock);
@@ -403,38 +406,64 @@ static fsw_err reserve_take(fsw_stack *s, size_t usable) {
   return err;
 }
 
-/* Give stacks s[0..n) back to the reserve: drop their memory in one
- * vectored madvise, take the mprotect fallback's guards off (a stack in
- * the reserve costs no mapping), and unmap regions left with none out. */
+/* Give stacks s[0..n) back to the reserve.  A region that this batch
+ * leaves with no stack out is unmapped whole, its stacks with it.  The
+ * others' memory is dropped in one vectored madvise, and the mprotect
+ * fallback's guards come off them (a stack in the reserve costs no
+ * mapping); a region they leave idle is unmapped too. */
 static void reserve_put(fsw_stack *s, size_t n) {
   struct iovec v[SPILL_MAX];
+  unsigned char whole[SPILL_MAX] = {0}; /* its region goes with this batch */
   struct fsw_region *dead = NULL;
-  size_t page = fsw__page_size();
+  size_t page = fsw__page_size(), nv = 0;
   int saved = errno;
-  for (size_t k = 0; k < n; k++) {
-    v[k].iov_base = FSW_STACK_LO(&s[k]);
-    v[k].iov_len = s[k].size;
 #if FSW_VALGRIND
-    VALGRIND_STACK_DEREGISTER(s[k].vg_id);
+  for (size_t k = 0; k < n; k++) VALGRIND_STACK_DEREGISTER(s[k].vg_id);
 #endif
-  }
-  /* Cannot fail on whole private anonymous ranges of our own. */
-  (void)advise_all(v, n, MADV_DONTNEED);
   pthread_mutex_lock(&reserve_lock);
   for (size_t k = 0; k < n; k++) {
     struct fsw_region *r = s[k].region;
-    unsigned i = (unsigned)((size_t)(s[k].base - r->base) / r->slot);
-    uint64_t bit = (uint64_t)1 << i;
-    if (guard_method() == GUARD_MPROTECT && (r->guarded & bit) &&
-        mprotect(s[k].base, page, PROT_READ | PROT_WRITE) == 0)
-      r->guarded &= ~bit;
-    r->free |= bit;
-    if (--r->out == 0) /* the whole region is idle */
+    unsigned c = 0;
+    if (whole[k]) continue;
+    for (size_t j = k; j < n; j++) c += s[j].region == r;
+    if (c == r->out) { /* counted from r's first stack in the batch */
+      for (size_t j = k; j < n; j++) {
+        if (s[j].region != r) continue;
+        whole[j] = 1; /* free, should the unmap fail and r be kept */
+        r->free |= (uint64_t)1 << ((size_t)(s[j].base - r->base) / r->slot);
+      }
+      r->out = 0;
       dead = region_remove(r, dead);
-    else if (!r->listed)
-      region_link(r);
+    }
   }
   pthread_mutex_unlock(&reserve_lock);
+  for (size_t k = 0; k < n; k++) {
+    if (whole[k]) continue;
+    v[nv].iov_base = FSW_STACK_LO(&s[k]);
+    v[nv++].iov_len = s[k].size;
+  }
+  if (nv > 0) {
+    /* Cannot fail on whole private anonymous ranges of our own. */
+    (void)advise_all(v, nv, MADV_DONTNEED);
+    pthread_mutex_lock(&reserve_lock);
+    for (size_t k = 0; k < n; k++) {
+      struct fsw_region *r = s[k].region;
+      unsigned i;
+      uint64_t bit;
+      if (whole[k]) continue;
+      i = (unsigned)((size_t)(s[k].base - r->base) / r->slot);
+      bit = (uint64_t)1 << i;
+      if (guard_method() == GUARD_MPROTECT && (r->guarded & bit) &&
+          mprotect(s[k].base, page, PROT_READ | PROT_WRITE) == 0)
+        r->guarded &= ~bit;
+      r->free |= bit;
+      if (--r->out == 0) /* the whole region is idle */
+        dead = region_remove(r, dead);
+      else if (!r->listed)
+        region_link(r);
+    }
+    pthread_mutex_unlock(&reserve_lock);
+  }
   regions_unmap(dead);
   errno = saved;
 }

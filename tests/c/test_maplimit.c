@@ -76,6 +76,14 @@ static int mapped(const void *p) {
   return mincore((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), page, &vec) == 0;
 }
 
+/* Is the page at p mapped and in memory? */
+static int resident(const void *p) {
+  unsigned char vec = 0;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (mincore((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), page, &vec) != 0) return 0;
+  return vec & 1;
+}
+
 #define IDLE_N 28 /* regions of 4, 8 and 16 stacks */
 
 /* Regions merge into one mapping; unmapping the middle one splits it,
@@ -84,7 +92,7 @@ static int mapped(const void *p) {
  * region is idle again it is unmapped. */
 static void idle_region_kept_at_map_limit(void) {
   fsw_fiber *f[IDLE_N], *again[8];
-  const char *g4;
+  const char *g4, *top4;
   size_t len;
   char *big;
   int k, reused = 0;
@@ -92,11 +100,15 @@ static void idle_region_kept_at_map_limit(void) {
   fsw_pool_drain();
   for (k = 0; k < IDLE_N; k++) CHECK_EQ(fsw_create(&f[k], idle, NULL, FSW_STACK_MIN), FSW_OK);
   g4 = fsw_stack_guard(f[4]); /* the second region's first stack */
+  /* Its top page holds the fiber's first frame (and its record). */
+  top4 = (const char *)g4 + fsw_stack_size(f[4]);
+  CHECK(resident(top4));
   big = fill_map_count(&len);
   CHECK(big != NULL);
   for (k = 4; k < 12; k++) fsw_destroy(f[k]); /* all of the second region */
   fsw_pool_drain(); /* its munmap fails: too many mappings */
   CHECK(mapped(g4));
+  CHECK(!resident(top4)); /* kept, but its memory given back */
   for (k = 0; k < 8; k++) { /* reused, not lost */
     CHECK_EQ(fsw_create(&again[k], idle, NULL, FSW_STACK_MIN), FSW_OK);
     reused += fsw_stack_guard(again[k]) == g4;
