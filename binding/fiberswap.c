@@ -561,7 +561,7 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
       return luaL_error(L, "attempt to yield from inside a __gc metamethod "
                            "(it would leave the collector stopped)");
   } else {
-    if (op != OP_SPAWN) {
+    if (LIKELY(op != OP_SPAWN)) {
       int fresh;
       n = lua_gettop(L) - (op == OP_RESUME);
       co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
