@@ -58,6 +58,8 @@ static inline int fs_finalizer_on(lua_State *L) {
     if (ar.namewhat != NULL && strcmp(ar.namewhat, "metamethod") == 0 &&
         ar.name != NULL && strcmp(ar.name, "__gc") == 0)
       return 1;
+    /* A finalizer started inside a hook is named "hook", like the hook. */
+    if (ar.namewhat != NULL && strcmp(ar.namewhat, "hook") == 0) return 1;
   }
   return 0;
 }
@@ -67,10 +69,11 @@ static inline int fs_finalizer_on(lua_State *L) {
 #define fs_gc_refuses(L) (fs_in_finalizer(L) && fs_finalizer_on(L))
 /* The identity of the frame that called yield (level 1), or NULL.  Lua
  * keeps a frame's CallInfo in place while its function is active (the
- * list only ever frees entries above the running one), so while a fiber's
- * body runs, the CallInfo pointer of the frame right above fiber_start
- * names the body's frame.  A yield called from that frame has no frame
- * between it and fiber_start, so no finalizer can be on the fiber's stack:
+ * list only ever frees entries above the running one), so from the body's
+ * start to its end the CallInfo right above fiber_start's is the body's.
+ * Once a yield has found the body there (fs_caller_is_body, while no
+ * finalizer runs), a yield whose caller is that CallInfo is called by the
+ * body with no frame in between, so no finalizer is on the fiber's stack:
  * yield_allowed (fiberswap.c) skips the lua_gc probe there.  i_ci is a
  * field of lua_Debug's private part; it is only compared, never followed. */
 #define FS_BODY_FRAME 1
@@ -78,12 +81,18 @@ static inline const void *fs_caller_frame(lua_State *L) {
   lua_Debug ar;
   return lua_getstack(L, 1, &ar) ? (const void *)ar.i_ci : NULL;
 }
-/* Is the caller's frame (level 1) right above the fiber's first frame
- * (fiber_start, at level 2, the bottom)?  Then it is the body, or a
- * finalizer that fiber_start's call ran before the body started. */
-static inline int fs_caller_at_base(lua_State *L) {
+/* Is the caller (level 1) the fiber's body: the frame right above the
+ * fiber's first frame (fiber_start, at level 2, the bottom), called by
+ * fiber_start itself?  Other functions can run in that frame before the
+ * body starts, and Lua names them: a hook function "hook", a finalizer
+ * "__gc" (a finalizer started inside a hook: "hook").  fiber_start is a C
+ * function, so what it calls has no name.  A tail call hides the name: it
+ * does not count. */
+static inline int fs_caller_is_body(lua_State *L) {
   lua_Debug ar;
-  return lua_getstack(L, 2, &ar) && !lua_getstack(L, 3, &ar);
+  if (!lua_getstack(L, 2, &ar) || lua_getstack(L, 3, &ar)) return 0;
+  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "nt", &ar)) return 0;
+  return !ar.istailcall && (ar.namewhat == NULL || ar.namewhat[0] == '\0');
 }
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define fs_closethread(co, L) lua_closethread((co), (L))
@@ -102,7 +111,7 @@ static inline int fs_caller_at_base(lua_State *L) {
 /* Every yield asks whether a finalizer runs (below): no frame shortcut. */
 #define FS_BODY_FRAME 0
 #define fs_caller_frame(L) ((void)(L), (const void *)NULL)
-#define fs_caller_at_base(L) ((void)(L), 0)
+#define fs_caller_is_body(L) ((void)(L), 0)
 #if FS_LUAJIT
 /* LuaJIT has no limit on nested C calls: its own "stack overflow" (65,500
  * Lua stack slots) is what stops string.format("%s") recursing through

@@ -233,6 +233,9 @@ static size_t checksize(lua_State *L, int arg, size_t dflt) {
  * can suspend this thread. */
 static int fiber_start(lua_State *co) {
   lua_call(co, lua_gettop(co) - 1, LUA_MULTRET);
+  /* The body's frame is gone: what runs above this one from here on (a
+   * return hook, a finalizer a hook starts) is not the body. */
+  if (FS_BODY_FRAME && running != NULL && running->co == co) running->body = NOBODY;
   return lua_gettop(co);
 }
 
@@ -505,8 +508,8 @@ static int yield_allowed(lua_State *L, fiber *f) {
   const void *caller = fs_caller_frame(L);
   if (FS_BODY_FRAME && LIKELY(caller == f->body)) return 1;
   if (fs_in_finalizer(L)) return !fs_finalizer_on(L);
-  if (FS_BODY_FRAME && f->body == NOBODY && caller != NULL && fs_caller_at_base(L))
-    f->body = caller; /* no finalizer runs: the frame is the body's */
+  if (FS_BODY_FRAME && f->body == NOBODY && caller != NULL && fs_caller_is_body(L))
+    f->body = caller; /* no finalizer runs, and the caller is the body */
   return 1;
 }
 
@@ -918,7 +921,10 @@ static const char copy_tag;
 static void openstate(lua_State *L) {
   int owner = fs_getfield(L, LUA_REGISTRYINDEX, REG_COPY);
   int state = fs_getfield(L, LUA_REGISTRYINDEX, REG_STATE);
-  if (state != LUA_TNIL && lua_touserdata(L, -2) != (void *)&copy_tag)
+  /* Another copy's tag (even if its open failed halfway), or a state made
+   * by a copy from before tags: not ours. */
+  if ((owner != LUA_TNIL || state != LUA_TNIL) &&
+      lua_touserdata(L, -2) != (void *)&copy_tag)
     luaL_error(L, "fiberswap: another copy of the module is already open in "
                   "this Lua state (loaded from another file, or linked into "
                   "the host program); a state can use only one");

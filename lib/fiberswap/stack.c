@@ -327,6 +327,12 @@ static void regions_unmap(struct fsw_region *dead) {
        * (reserve_put leaves that to the unmap): drop it. */
       (void)madvise(r->base, (size_t)r->nslots * r->slot, MADV_DONTNEED);
       pthread_mutex_lock(&reserve_lock);
+      /* The mprotect fallback's guards split a region into many mappings,
+       * and then its munmap does not need one more; but should it fail
+       * anyway, an idle region keeps no guards (they cost mappings). */
+      if (guard_method() == GUARD_MPROTECT && r->guarded != 0 &&
+          mprotect(r->base, (size_t)r->nslots * r->slot, PROT_READ | PROT_WRITE) == 0)
+        r->guarded = 0;
       region_add(r);
       pthread_mutex_unlock(&reserve_lock);
     }

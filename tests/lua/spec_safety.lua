@@ -520,6 +520,92 @@ if GC_REFUSED then
       H.eq(got.yieldable, true, "isyieldable() in that fiber")
       H.same(got.plain, {true, true, n = 2}, "as for a plain coroutine")
     end)
+
+    -- Lua 5.4 lets a yield from the body's own frame skip asking whether a
+    -- finalizer runs: nothing can sit between that frame and the fiber's
+    -- first one.  Other functions run in that frame before the body starts
+    -- and after it ends; neither may pass for the body.  Each test below
+    -- makes a finalizer run exactly there: allocating without a collection
+    -- check leaves the collector in debt, and the next check runs a young
+    -- collection, which calls pending finalizers.
+    local function indebt()
+      local t = {} -- luacheck: ignore 241
+      for i = 1, 2000000 do t[i] = i end -- table growth checks nothing
+    end
+
+    H.test("a hook that yields before the body starts does not pass for the body", function()
+      collectgarbage("generational")
+      local co, reached, passed
+      local phase = 0
+      local function hook(event)
+        if event == "call" and phase == 0 then -- fiber_start's call: runs above it
+          phase = 1
+          fs.yield("from the call hook")
+          collectgarbage() -- the debt starts low, with nothing pending
+          garbage(function()
+            if phase == 2 and builtin.running() == co then
+              reached = true
+              fs.yield("from __gc") -- called by the finalizer itself, in the body's frame-to-be
+              passed = true
+            end
+          end)
+          phase = 2
+          indebt()
+          debug.sethook(co)
+        end
+      end
+      -- 200 locals: the body's call must grow the stack, which checks the
+      -- collector, before the body's frame exists.
+      local src = {"return function()"}
+      for i = 1, 200 do src[#src + 1] = ("local v%d = %d"):format(i, i) end
+      src[#src + 1] = "return 'body ran', v200 end"
+      local body = assert(load(table.concat(src, "\n")))()
+      co = fs.create(body)
+      debug.sethook(co, hook, "c")
+      H.same(pack(fs.resume(co)), {true, "from the call hook", n = 2})
+      H.same(pack(fs.resume(co)), {true, "body ran", 200, n = 3}, "the finalizer did not suspend it")
+      H.eq(reached, true, "the finalizer ran on the fiber before the body's frame")
+      H.eq(passed, nil, "its yield raised (an error in a finalizer is only a warning)")
+      H.eq(collectgarbage("isrunning"), true)
+      drain(co)
+      collectgarbage("incremental")
+    end)
+
+    H.test("a finalizer run by a hook after the body returned does not pass for the body", function()
+      collectgarbage("generational")
+      local co, body, reached, passed
+      local phase = 0
+      local function hook(event)
+        -- The body's return: fiber_start's own return event comes next,
+        -- and the hook's string for it is the allocation that collects.
+        if event == "return" and phase == 1 and debug.getinfo(2, "f").func == body then
+          phase = 2
+          indebt()
+        end
+      end
+      body = function()
+        fs.yield("first") -- from the body's frame: the shortcut learns it
+        debug.sethook(co, hook, "r")
+        collectgarbage() -- the debt starts low, with nothing pending
+        garbage(function()
+          if phase == 2 and builtin.running() == co then
+            reached = true
+            fs.yield("from __gc") -- called by the finalizer itself, in the body's old frame
+            passed = true
+          end
+        end)
+        phase = 1
+        return "done"
+      end
+      co = fs.create(body)
+      H.same(pack(fs.resume(co)), {true, "first", n = 2})
+      H.same(pack(fs.resume(co)), {true, "done", n = 2}, "the finalizer did not suspend it")
+      H.eq(reached, true, "the finalizer ran on the fiber after the body returned")
+      H.eq(passed, nil, "its yield raised (Lua names that finalizer \"hook\")")
+      H.eq(collectgarbage("isrunning"), true)
+      drain(co)
+      collectgarbage("incremental")
+    end)
   end
 else
   -- Lua 5.1: the yield is not detected (README).  The fiber suspends inside
@@ -1257,6 +1343,9 @@ H.test("a second copy of the module in the same state is refused, and the first 
     local co = fs.create(function(a) return fs.yield(a + 1) end)
     print("FIRST", fs.resume(co, 1))
     print("REQUIRE", pcall(require, "fiberswap"))
+    package.loaded.fiberswap = nil -- this copy again: it shares its state
+    local again = require "fiberswap"
+    print("REOPEN", again ~= fs, again.status(co), again.resume(co, "x"))
     print("DONE")
   ]])
   exited(how, n, out, "DONE")
@@ -1267,6 +1356,17 @@ H.test("a second copy of the module in the same state is refused, and the first 
   H.ok(out:find("AGAIN\tfalse\t" .. refusal .. "\n", 1, true), "refused again: " .. out)
   H.ok(out:find("FIRST\ttrue\t2\n", 1, true), "the first copy still works: " .. out)
   H.ok(out:find("REQUIRE\ttrue\t", 1, true), "require still gives the first: " .. out)
+  H.ok(out:find("REOPEN\ttrue\tsuspended\ttrue\tx\n", 1, true),
+       "opening the same copy again shares its fibers: " .. out)
+  -- A copy whose open failed halfway leaves its mark; that state is then
+  -- another copy's, even with no module state in it.
+  how, n, out = child([[
+    debug.getregistry()["fiberswap.copy"] = "another copy's mark"
+    print("MARKED", pcall(require, "fiberswap"))
+    print("DONE")
+  ]])
+  exited(how, n, out, "DONE")
+  H.ok(out:find("MARKED\tfalse\t" .. refusal .. "\n", 1, true), "refused: " .. out)
 end)
 
 -- ====================================== close of fibers suspended in C frames
