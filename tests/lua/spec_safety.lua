@@ -533,25 +533,49 @@ if GC_REFUSED then
       for i = 1, 2000000 do t[i] = i end -- table growth checks nothing
     end
 
-    H.test("a hook that yields before the body starts does not pass for the body", function()
-      collectgarbage("generational")
-      local co, reached, passed
-      local phase = 0
+    -- Leave garbage whose finalizer, when it runs on fiber got.co in phase
+    -- 2, calls yield itself (so yield's caller is the finalizer's frame).
+    local function yielding_garbage(got)
+      garbage(function()
+        if got.phase == 2 and builtin.running() == got.co then
+          got.reached = true
+          fs.yield("from __gc")
+          got.passed = true
+        end
+      end)
+    end
+
+    -- Run got.co, which first yields `first`, to its end `want`, and check
+    -- the finalizer reached its yield there and the yield raised (an error
+    -- in a finalizer is only a warning).
+    local function refused_there(got, first, want, where)
+      H.same(pack(fs.resume(got.co)), first)
+      H.same(pack(fs.resume(got.co)), want, "the finalizer did not suspend the fiber")
+      H.eq(got.reached, true, "the finalizer ran on the fiber " .. where)
+      H.eq(got.passed, nil, "its yield raised")
+      H.eq(collectgarbage("isrunning"), true)
+      drain(got.co)
+      collectgarbage("incremental")
+    end
+
+    -- A fiber whose call hook, run above fiber_start before the body
+    -- starts, yields from that frame (through a tail call if `tail`), then
+    -- leaves a finalizer due when the body's call checks the collector.
+    local function hooked_before_body(tail)
+      local got = {phase = 0}
+      local function setup()
+        fs.yield("from the call hook")
+        collectgarbage() -- the debt starts low, with nothing pending
+        yielding_garbage(got)
+        got.phase = 2
+        indebt()
+        debug.sethook(got.co)
+      end
       local function hook(event)
-        if event == "call" and phase == 0 then -- fiber_start's call: runs above it
-          phase = 1
-          fs.yield("from the call hook")
-          collectgarbage() -- the debt starts low, with nothing pending
-          garbage(function()
-            if phase == 2 and builtin.running() == co then
-              reached = true
-              fs.yield("from __gc") -- called by the finalizer itself, in the body's frame-to-be
-              passed = true
-            end
-          end)
-          phase = 2
-          indebt()
-          debug.sethook(co)
+        if event == "call" and got.phase == 0 then -- fiber_start's call
+          got.phase = 1
+          if tail then return setup() end -- the name "hook" is hidden then
+          setup()
         end
       end
       -- 200 locals: the body's call must grow the stack, which checks the
@@ -559,52 +583,43 @@ if GC_REFUSED then
       local src = {"return function()"}
       for i = 1, 200 do src[#src + 1] = ("local v%d = %d"):format(i, i) end
       src[#src + 1] = "return 'body ran', v200 end"
-      local body = assert(load(table.concat(src, "\n")))()
-      co = fs.create(body)
-      debug.sethook(co, hook, "c")
-      H.same(pack(fs.resume(co)), {true, "from the call hook", n = 2})
-      H.same(pack(fs.resume(co)), {true, "body ran", 200, n = 3}, "the finalizer did not suspend it")
-      H.eq(reached, true, "the finalizer ran on the fiber before the body's frame")
-      H.eq(passed, nil, "its yield raised (an error in a finalizer is only a warning)")
-      H.eq(collectgarbage("isrunning"), true)
-      drain(co)
-      collectgarbage("incremental")
+      got.co = fs.create(assert(load(table.concat(src, "\n")))())
+      debug.sethook(got.co, hook, "c")
+      return got
+    end
+
+    H.test("a hook that yields before the body starts does not pass for the body", function()
+      for _, tail in ipairs({false, true}) do
+        collectgarbage("generational")
+        refused_there(hooked_before_body(tail), {true, "from the call hook", n = 2},
+                      {true, "body ran", 200, n = 3},
+                      "in the body's frame-to-be" .. (tail and ", after a tail call" or ""))
+      end
     end)
 
     H.test("a finalizer run by a hook after the body returned does not pass for the body", function()
       collectgarbage("generational")
-      local co, body, reached, passed
-      local phase = 0
+      local got = {phase = 0}
+      local body
       local function hook(event)
         -- The body's return: fiber_start's own return event comes next,
         -- and the hook's string for it is the allocation that collects.
-        if event == "return" and phase == 1 and debug.getinfo(2, "f").func == body then
-          phase = 2
+        if event == "return" and got.phase == 1 and debug.getinfo(2, "f").func == body then
+          got.phase = 2
           indebt()
         end
       end
       body = function()
         fs.yield("first") -- from the body's frame: the shortcut learns it
-        debug.sethook(co, hook, "r")
+        debug.sethook(got.co, hook, "r")
         collectgarbage() -- the debt starts low, with nothing pending
-        garbage(function()
-          if phase == 2 and builtin.running() == co then
-            reached = true
-            fs.yield("from __gc") -- called by the finalizer itself, in the body's old frame
-            passed = true
-          end
-        end)
-        phase = 1
+        yielding_garbage(got)
+        got.phase = 1
         return "done"
       end
-      co = fs.create(body)
-      H.same(pack(fs.resume(co)), {true, "first", n = 2})
-      H.same(pack(fs.resume(co)), {true, "done", n = 2}, "the finalizer did not suspend it")
-      H.eq(reached, true, "the finalizer ran on the fiber after the body returned")
-      H.eq(passed, nil, "its yield raised (Lua names that finalizer \"hook\")")
-      H.eq(collectgarbage("isrunning"), true)
-      drain(co)
-      collectgarbage("incremental")
+      got.co = fs.create(body)
+      refused_there(got, {true, "first", n = 2}, {true, "done", n = 2},
+                    "in the body's old frame (Lua names it \"hook\")")
     end)
   end
 else
