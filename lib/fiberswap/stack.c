@@ -324,7 +324,8 @@ static void regions_unmap(struct fsw_region *dead) {
       /* At vm.max_map_count, unmapping part of merged mappings can fail
        * (the split needs one more): keep the region, idle, for reuse, and
        * try again when it is next idle.  Its stacks may still hold memory
-       * (reserve_put leaves that to the unmap): drop it. */
+       * (reserve_put leaves that to the unmap): drop it.  MADV_GUARD_INSTALL
+       * guards survive MADV_DONTNEED (checked on Linux 6.18). */
       (void)madvise(r->base, (size_t)r->nslots * r->slot, MADV_DONTNEED);
       pthread_mutex_lock(&reserve_lock);
       /* The mprotect fallback's guards split a region into many mappings,
