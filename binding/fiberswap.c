@@ -914,10 +914,9 @@ static const luaL_Reg funcs[] = {
 static const char copy_tag;
 
 /* The per-state values every function shares, created on first require:
- * pushes `fibers` and the module state.  A second copy of the module (a
- * file loaded from another path, or one linked into the host) would take
- * over the first one's state and hand its stacks to the wrong pool: it is
- * refused. */
+ * pushes `fibers` and the module state.  A second copy of the module
+ * (another file, or one linked into the host) would take over the first
+ * one's state and hand its stacks to the wrong pool: it is refused. */
 static void openstate(lua_State *L) {
   int owner = fs_getfield(L, LUA_REGISTRYINDEX, REG_COPY);
   int state = fs_getfield(L, LUA_REGISTRYINDEX, REG_STATE);
