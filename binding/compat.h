@@ -34,6 +34,12 @@
 #define LUAMOD_API LUALIB_API
 #endif
 
+/* Can a value of Lua type t have a __gc finalizer: a table or a full
+ * userdata (no Lua version finalizes any other type). */
+static inline int fs_finalizable(int t) {
+  return t == LUA_TTABLE || t == LUA_TUSERDATA;
+}
+
 #if LUA_VERSION_NUM >= 504
 /* ---- Lua 5.4: the reference API -------------------------------------- */
 #define fs_resume(co, from, n, nres) lua_resume((co), (from), (n), (nres))

@@ -499,17 +499,23 @@ __attribute__((noinline)) static int refuse(lua_State *L, int op, lua_State *co,
   return resume_failed(L, op, co, LUA_OK, 0);
 }
 
-/* May the running fiber f, of thread L, yield?  Not from inside a __gc
- * finalizer on its own stack: the collector would stay stopped.  Asking
- * lua_gc is the costly part of a round trip, and a yield called by the
- * body itself cannot be inside a finalizer: once a yield has found the
- * body's frame, yields from that frame skip the probe. */
-static int yield_allowed(lua_State *L, fiber *f) {
-  const void *caller = fs_caller_frame(L);
-  if (FS_BODY_FRAME && LIKELY(caller == f->body)) return 1;
+/* May the running fiber f, of thread L, yield its n values?  Not from
+ * inside a __gc finalizer on its own stack: the collector would stay
+ * stopped.  Asking lua_gc is the costly part of a round trip, and a yield
+ * the body calls itself is not inside a finalizer: once a yield has found
+ * the body's frame, yields from that frame skip the probe.  Except one
+ * case: yield may itself be the finalizer (`__gc = yield`, or an object
+ * whose __call is yield), called by a collection the body's own code ran,
+ * and so from the body's frame too.  The collector passes a finalizer the
+ * object it finalizes as its last argument, always a table or a full
+ * userdata: a yield whose last value is one of those asks lua_gc. */
+static int yield_allowed(lua_State *L, fiber *f, int n) {
+  if (FS_BODY_FRAME && LIKELY(fs_caller_frame(L) == f->body)) {
+    if (n == 0 || LIKELY(!fs_finalizable(lua_type(L, n)))) return 1;
+  }
   if (fs_in_finalizer(L)) return !fs_finalizer_on(L);
-  if (FS_BODY_FRAME && f->body == NOBODY && caller != NULL && fs_caller_is_body(L))
-    f->body = caller; /* no finalizer runs, and the caller is the body */
+  if (FS_BODY_FRAME && f->body == NOBODY && fs_caller_is_body(L))
+    f->body = fs_caller_frame(L); /* no finalizer runs: the caller is the body */
   return 1;
 }
 
@@ -560,7 +566,7 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   void *out = NULL;
   if (op == OP_YIELD) {
     n = lua_gettop(L);
-    if (!yield_allowed(L, f))
+    if (!yield_allowed(L, f, n))
       return luaL_error(L, "attempt to yield from inside a __gc metamethod "
                            "(it would leave the collector stopped)");
   } else {

@@ -498,6 +498,29 @@ if GC_REFUSED then
     drain(co)
   end)
 
+  -- The finalizer may be yield itself, or an object whose __call is yield:
+  -- yield then runs as the finalizer, with the object as its last argument.
+  local callable_yield = setmetatable({}, {__call = function(_, ...) return fs.yield(...) end})
+  local yield_finalizers = {
+    {"yield itself", fs.yield},
+    {"an object whose __call is yield", setmetatable({}, {__call = fs.yield})},
+    {"an object whose __call calls yield", callable_yield},
+  }
+
+  H.test("a finalizer that is yield itself is refused", function()
+    for _, case in ipairs(yield_finalizers) do
+      local co = fs.create(function()
+        fs.yield("first")
+        garbage(case[2])
+        pcall(collectgarbage) -- before 5.4 the finalizer's error fails the collection
+        return "done", collectgarbage("isrunning")
+      end)
+      H.same(pack(fs.resume(co)), {true, "first", n = 2}, case[1])
+      H.same(pack(fs.resume(co)), {true, "done", true, n = 3}, case[1] .. ": the finalizer did not suspend the fiber")
+      drain(co)
+    end
+  end)
+
   if V == "5.4" then
     H.test("a fiber resumed by a finalizer may yield, across C too, as a plain coroutine may", function()
       local got = {}
@@ -557,6 +580,32 @@ if GC_REFUSED then
       drain(got.co)
       collectgarbage("incremental")
     end
+
+    H.test("a finalizer that is yield itself, run by a collection in the body's own frame, is refused", function()
+      -- The collection runs at the body's own allocation, so yield's caller
+      -- is the body's frame, where the shortcut would skip asking lua_gc.
+      for _, case in ipairs(yield_finalizers) do
+        collectgarbage("generational")
+        local got = {}
+        local co = fs.create(function()
+          fs.yield("first") -- from the body's frame: the shortcut learns it
+          collectgarbage() -- the debt starts low, with nothing pending
+          garbage(function() got.flag = true end)
+          garbage(case[2])
+          indebt()
+          got.t = {} -- the body's own collection check (OP_NEWTABLE)
+          got.by_body = got.flag
+          collectgarbage()
+          return "done", collectgarbage("isrunning")
+        end)
+        H.same(pack(fs.resume(co)), {true, "first", n = 2}, case[1])
+        H.same(pack(fs.resume(co)), {true, "done", true, n = 3},
+               case[1] .. ": the finalizer did not suspend the fiber")
+        H.eq(got.by_body, true, case[1] .. ": the finalizers ran at the body's own check")
+        drain(co)
+        collectgarbage("incremental")
+      end
+    end)
 
     -- A fiber whose call hook, run above fiber_start before the body
     -- starts, yields from that frame (through a tail call if `tail`), then
