@@ -34,12 +34,6 @@
 #define LUAMOD_API LUALIB_API
 #endif
 
-/* Can a value of Lua type t have a __gc finalizer: a table or a full
- * userdata (no Lua version finalizes any other type). */
-static inline int fs_finalizable(int t) {
-  return t == LUA_TTABLE || t == LUA_TUSERDATA;
-}
-
 #if LUA_VERSION_NUM >= 504
 /* ---- Lua 5.4: the reference API -------------------------------------- */
 #define fs_resume(co, from, n, nres) lua_resume((co), (from), (n), (nres))
@@ -73,33 +67,6 @@ static inline int fs_finalizer_on(lua_State *L) {
  * fiber resumed by a finalizer elsewhere may yield, as a plain coroutine
  * may. */
 #define fs_gc_refuses(L) (fs_in_finalizer(L) && fs_finalizer_on(L))
-/* The identity of the frame that called yield (level 1), or NULL.  Lua
- * keeps a frame's CallInfo in place while its function is active (the
- * list only ever frees entries above the running one), so from the body's
- * start to its end the CallInfo right above fiber_start's is the body's.
- * Once a yield has found the body there (fs_caller_is_body, while no
- * finalizer runs), a yield whose caller is that CallInfo is called by the
- * body with no frame in between, so no finalizer is on the fiber's stack:
- * yield_allowed (fiberswap.c) skips the lua_gc probe there.  i_ci is a
- * field of lua_Debug's private part; it is only compared, never followed. */
-#define FS_BODY_FRAME 1
-static inline const void *fs_caller_frame(lua_State *L) {
-  lua_Debug ar;
-  return lua_getstack(L, 1, &ar) ? (const void *)ar.i_ci : NULL;
-}
-/* Is the caller (level 1) the fiber's body: the frame right above the
- * fiber's first frame (fiber_start, at level 2, the bottom), called by
- * fiber_start itself?  Other functions can run in that frame before the
- * body starts, and Lua names them: a hook function "hook", a finalizer
- * "__gc" (a finalizer started inside a hook: "hook").  fiber_start is a C
- * function, so what it calls has no name.  A tail call hides the name: it
- * does not count. */
-static inline int fs_caller_is_body(lua_State *L) {
-  lua_Debug ar;
-  if (!lua_getstack(L, 2, &ar) || lua_getstack(L, 3, &ar)) return 0;
-  if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "nt", &ar)) return 0;
-  return !ar.istailcall && (ar.namewhat == NULL || ar.namewhat[0] == '\0');
-}
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define fs_closethread(co, L) lua_closethread((co), (L))
 #else
@@ -114,10 +81,6 @@ static inline int fs_caller_is_body(lua_State *L) {
 #else
 /* ---- Lua 5.1, 5.2, 5.3 and LuaJIT 2.1 --------------------------------- */
 #define FS_HAS_CLOSE 0 /* no lua_resetthread: a closed fiber is marked dead */
-/* Every yield asks whether a finalizer runs (below): no frame shortcut. */
-#define FS_BODY_FRAME 0
-#define fs_caller_frame(L) ((void)(L), (const void *)NULL)
-#define fs_caller_is_body(L) ((void)(L), 0)
 #if FS_LUAJIT
 /* LuaJIT has no limit on nested C calls: its own "stack overflow" (65,500
  * Lua stack slots) is what stops string.format("%s") recursing through

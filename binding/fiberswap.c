@@ -9,6 +9,7 @@
 
 #include "compat.h"
 #include "fiberswap.h"
+#include "fiber_direct.h" /* the direct round trip: see l_resume */
 
 /*
 ** A fiber is a Lua thread that runs on a machine stack of its own.  Its
@@ -37,14 +38,21 @@
 ** in a plain coroutine, each fiber gets a fresh C-call budget, and lua_yield
 ** is refused inside, so only a stack switch can suspend the thread.
 **
-** Resume, yield and wrap's closures tail-call one function, xfer, which
-** holds the only call of fsw_transfer: both sides of every switch then
-** return through the same addresses (xfer, luaD_precall, luaV_execute),
-** which the CPU predicts.
+** The round trip is direct (FS_DIRECT, on the x86-64 switch): resume and
+** wrap's closures tail-call the switch, and yield does the resumer's part
+** (moving the values) before it tail-calls the switch too.  So neither side
+** keeps a frame of its own across a switch: each switch returns straight
+** into the Lua VM's call of a C function, the same address on both sides
+** (luaD_precall, then luaV_execute), which the CPU predicts.  A fiber's
+** first run, and resumes the direct path does not take, go through xfer,
+** which calls the switch and finishes the resume itself.
 **
 ** No error ever crosses stacks: the resumer raises its errors in its own
 ** state on its own stack, and errors in a fiber stop at the lua_resume at the
-** bottom of that fiber's stack.
+** bottom of that fiber's stack.  What a direct yield does on the resumer's
+** thread (lua_pushboolean, lua_xmove into space Lua guaranteed) cannot
+** raise; whatever can (a fiber's end, its error, many values) runs in land,
+** on the resumer's stack.
 */
 
 #define REG_STATE "fiberswap.state"   /* registry: the module state */
@@ -88,14 +96,18 @@ typedef struct mstate {
 enum fstate { F_SUSPENDED, F_ACTIVE, F_DEAD };
 
 typedef struct fiber {
+  int (*land)(void *);  /* first: where a direct resumer continues (land) */
   lua_State *co;        /* its thread; not a reference, see the __gc */
   fsw_fiber *fsw;       /* its machine stack and context, or NULL */
   mstate *ms;
   struct fiber *outer;  /* while active: the fiber active around it */
   size_t stacksize;
-  const void *body;     /* the body's frame once a yield has named it, or NOBODY */
   int state;            /* enum fstate */
   int armed;            /* a userdata with a __gc, in `fibers` */
+  int direct;           /* while active: resumed by the direct path */
+  int op;               /* and then: how (OP_RESUME or OP_WRAP) */
+  lua_State *L;         /* and by which thread */
+  void *pending;        /* for land: what the fiber handed over, packed */
 } fiber;
 
 /* Branch hints for the round trip's straight path: the common case falls
@@ -103,9 +115,20 @@ typedef struct fiber {
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* fiber.body before a yield has named the body's frame: never a frame. */
-static const char nobody;
-#define NOBODY ((const void *)&nobody)
+/* The direct round trip (FSW_DIRECT: the x86-64 switch, no sanitizer).
+ * resume tail-calls the switch, so the resumer's side of it returns
+ * straight to Lua, and the fiber's yield does the resumer's part of the
+ * round trip (the results onto its thread) before it switches; the switch
+ * hands back the count of values to return.  What yield cannot finish
+ * there (a fiber's end, an error, many values) it hands over as LAND(f):
+ * the resumer then continues in land(f), on its own stack.  A fiber's
+ * first run, and rare resumes, take xfer instead. */
+/* It finds a fiber through the cache, so it needs FS_CACHE (5.2 to 5.4:
+ * 5.1 and LuaJIT take xfer every time).  Its yield relies on 5.2 to 5.4
+ * too: there lua_pushboolean and lua_xmove into the space Lua guarantees
+ * a C function neither allocate nor raise. */
+#define FS_DIRECT (FSW_DIRECT && FS_CACHE)
+#define LAND(f) ((void *)((uintptr_t)(f) | (UINTPTR_MAX ^ (UINTPTR_MAX >> 1))))
 
 /* The innermost active fiber on this OS thread's current stack: set by the
  * resumer around each switch, read by yield. */
@@ -121,12 +144,11 @@ static FS_TLS fiber *running;
  * its __gc, while its memory is still valid: a pointer here other than
  * MANY is always the live state of every caller of getms. */
 static mstate *sole;
-static char many;
-#define MANY ((mstate *)(void *)&many)
+#define MANY ((mstate *)(uintptr_t)1) /* never a state: one test for both */
 
 static mstate *getms(lua_State *L) {
   mstate *ms = __atomic_load_n(&sole, __ATOMIC_RELAXED);
-  if (LIKELY(ms != NULL && ms != MANY)) return ms;
+  if (LIKELY((uintptr_t)ms > (uintptr_t)MANY)) return ms;
   return (mstate *)lua_touserdata(L, UV_STATE);
 }
 
@@ -233,23 +255,34 @@ static size_t checksize(lua_State *L, int arg, size_t dflt) {
  * can suspend this thread. */
 static int fiber_start(lua_State *co) {
   lua_call(co, lua_gettop(co) - 1, LUA_MULTRET);
-  /* The body's frame is gone: what runs above this one from here on (a
-   * return hook, a finalizer a hook starts) is not the body. */
-  if (FS_BODY_FRAME && running != NULL && running->co == co) running->body = NOBODY;
   return lua_gettop(co);
 }
 
 /* The machine-level body of every fiber, on the fiber's own stack: a fresh
  * C-call budget (from = NULL) and a protected boundary that keeps every
- * error on this stack.  `in` packs the number of values above fiber_start
- * (the body and its arguments).  Reads its record only before it first
- * runs Lua code: the record moves when the fiber first suspends. */
+ * error on this stack.  `in` is the number of values above fiber_start
+ * (the body and its arguments).  Reads its first record only before it
+ * first runs Lua code: the record moves when the fiber first suspends.
+ * Its ending goes to the resumer as the value it returns (through the
+ * trampoline), or, for a direct resumer, through land. */
 static void *fiber_main(void *arg, void *in) {
   lua_State *co = ((fiber *)arg)->co;
   int nres = 0;
-  int status = fs_resume(co, NULL, PACK_N(in), &nres);
-  if (status == LUA_OK) return PACK(nres, ST_RETURN);
-  return PACK(status, ST_ERROR);
+  int status = fs_resume(co, NULL, (int)(intptr_t)in, &nres);
+  void *out = status == LUA_OK ? PACK(nres, ST_RETURN) : PACK(status, ST_ERROR);
+#if FS_DIRECT
+  {
+    fiber *f = running; /* the record, wherever it lives by now */
+    if (f != NULL && f->co == co && f->direct) {
+      /* A direct resumer can only continue in land, which ends the fiber
+       * (releasing this stack) on its own stack. */
+      running = f->outer;
+      f->pending = out;
+      fsw__vtransfer(NULL, LAND(f), NULL);
+    }
+  }
+#endif
+  return out;
 }
 
 enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
@@ -382,6 +415,8 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
                        status != LUA_OK && status != LUA_YIELD);
 }
 
+static int land(void *p);
+
 /* Start fresh fiber co: take a machine stack, fill *f and lay out
  * [fiber_start, body, args] on the thread.  For OP_SPAWN the thread holds
  * all that already; otherwise the fiber's `fibers` entry is on top of L,
@@ -426,8 +461,9 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
   f->co = co;
   f->ms = ms;
   f->stacksize = fsw_stack_size(f->fsw);
-  f->body = NOBODY;
   f->armed = 0;
+  f->land = land;
+  f->direct = 0;
   return LUA_OK;
 }
 
@@ -499,25 +535,19 @@ __attribute__((noinline)) static int refuse(lua_State *L, int op, lua_State *co,
   return resume_failed(L, op, co, LUA_OK, 0);
 }
 
-/* May the running fiber f, of thread L, yield its n values?  Not from
- * inside a __gc finalizer on its own stack: the collector would stay
- * stopped.  Asking lua_gc is the costly part of a round trip, and a yield
- * the body calls itself is not inside a finalizer: once a yield has found
- * the body's frame, yields from that frame skip the probe.  Except one
- * case: yield may itself be the finalizer (`__gc = yield`, or an object
- * whose __call is yield), called by a collection the body's own code ran,
- * and so from the body's frame too.  The collector passes a finalizer the
- * object it finalizes as its last argument, always a table or a full
- * userdata: a yield whose last value is one of those asks lua_gc. */
-static int yield_allowed(lua_State *L, fiber *f, int n) {
-  if (FS_BODY_FRAME && LIKELY(fs_caller_frame(L) == f->body)) {
-    if (n == 0 || LIKELY(!fs_finalizable(lua_type(L, n)))) return 1;
-  }
-  if (fs_in_finalizer(L)) return !fs_finalizer_on(L);
-  if (FS_BODY_FRAME && f->body == NOBODY && fs_caller_is_body(L))
-    f->body = fs_caller_frame(L); /* no finalizer runs: the caller is the body */
-  return 1;
+/* Is a finalizer running on thread L, below its yield?  A fiber must not
+ * yield there: the collector would stay stopped (plain coroutines refuse
+ * it too).  lua_gc answers -1 while any finalizer runs; only then are the
+ * frames looked at, out of line, so that yield keeps no local whose address
+ * escapes and its calls of the switch stay tail calls.  (Session 3 skipped
+ * lua_gc for a yield called from the body's own frame.  That was unsound on
+ * Lua 5.4: a finalizer's pending __close handlers run after an error with
+ * the frame that started the collection as their caller, and that can be
+ * the body's; no cheap test tells them apart.) */
+__attribute__((noinline)) static int finalizer_on(lua_State *L) {
+  return fs_finalizer_on(L);
 }
+#define in_finalizer(L) (UNLIKELY(fs_in_finalizer(L)) && finalizer_on(L))
 
 /* The rest of a resume after the switch, when the fiber suspended for the
  * first time, returned, failed, or handed over many values. */
@@ -545,15 +575,19 @@ static int finish(lua_State *L, int op, fiber *f, void *out) {
   return n + (op != OP_WRAP);
 }
 
-/* resume (OP_RESUME) and the function wrap returns (OP_WRAP): the thread
- * at argument 1 or upvalue UV_CO, resumed with the arguments after it.
- * spawn (OP_SPAWN): fresh fiber co, its n arguments on top of L.  yield
- * (OP_YIELD): suspend the running fiber f, of thread L, handing back the
- * values on top.  Returns what the Lua function returns.  This holds the
- * only call of fsw_transfer; the Lua functions tail-call it, so that every
- * switch leaves and arrives through the same return addresses.  It finds
- * the thread, record and count itself, so that resume and yield need no
- * frame of their own.
+/* Where a direct resumer (see FS_DIRECT) continues when the fiber's yield
+ * left it the rest: entered by the switch in place of the return to Lua,
+ * on the resumer's stack, as if called by resume (or the wrap function). */
+static int land(void *p) {
+  fiber *f = (fiber *)p;
+  return finish(f->L, f->op, f, f->pending);
+}
+
+/* resume (OP_RESUME) and the function wrap returns (OP_WRAP) when the
+ * direct path does not take them: the thread at argument 1 or upvalue
+ * UV_CO, resumed with the arguments after it.  spawn (OP_SPAWN): fresh
+ * fiber co, its n arguments on top of L.  Returns what the Lua function
+ * returns.
  *
  * Stack space: when Lua calls a C function it guarantees LUA_MINSTACK free
  * slots above the arguments.  A suspended fiber sits in yield's frame and
@@ -562,45 +596,37 @@ static int finish(lua_State *L, int op, fiber *f, void *out) {
 __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
                                           fiber *f, int n) {
   fiber first; /* the record of a fiber's first run, until it first yields */
-  fsw_fiber *target = NULL;
   void *out = NULL;
-  if (op == OP_YIELD) {
-    n = lua_gettop(L);
-    if (!yield_allowed(L, f, n))
-      return luaL_error(L, "attempt to yield from inside a __gc metamethod "
-                           "(it would leave the collector stopped)");
-  } else {
-    if (LIKELY(op != OP_SPAWN)) {
-      int fresh;
-      n = lua_gettop(L) - (op == OP_RESUME);
-      co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
-      f = lookup(L, co, op == OP_WRAP ? UV_CO : 1, &fresh);
-      if (UNLIKELY(f == NULL)) {
-        if (!fresh) return plain_resume(L, op, co, n);
-      }
+  if (LIKELY(op != OP_SPAWN)) {
+    int fresh;
+    n = lua_gettop(L) - (op == OP_RESUME);
+    co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
+    f = lookup(L, co, op == OP_WRAP ? UV_CO : 1, &fresh);
+    if (UNLIKELY(f == NULL)) {
+      if (!fresh) return plain_resume(L, op, co, n);
     }
-    if (f == NULL) {
-      int status = start(L, op, co, &first, n);
-      if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
-      f = &first;
-      n++; /* the body */
-    } else if (UNLIKELY(f->state != F_SUSPENDED)) {
-      return refuse(L, op, co, f);
-    } else if (n > 0) {
-      if (n > LUA_MINSTACK && !lua_checkstack(co, n))
-        return too_many(L, op, co, "arguments");
-      lua_xmove(L, co, n);
-    }
-    f->state = F_ACTIVE;
-    f->outer = running;
-    running = f;
-    target = f->fsw;
   }
-  fsw_transfer(target, PACK(n, ST_YIELD), &out); /* the one switch */
-  /* Hide op from the optimizer here: otherwise it threads the two tests of
-   * op through a duplicated call, and the call site would not be unique. */
-  __asm__("" : "+r"(op));
-  if (op == OP_YIELD) return PACK_N(out); /* what the resumer left us */
+  if (f == NULL) {
+    int status = start(L, op, co, &first, n);
+    if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
+    f = &first;
+    n++; /* the body */
+  } else if (UNLIKELY(f->state != F_SUSPENDED)) {
+    return refuse(L, op, co, f);
+  } else if (n > 0) {
+    if (n > LUA_MINSTACK && !lua_checkstack(co, n))
+      return too_many(L, op, co, "arguments");
+    lua_xmove(L, co, n);
+  }
+  f->state = F_ACTIVE;
+  f->direct = 0;
+  f->outer = running;
+  running = f;
+#if FS_DIRECT
+  fsw__vtransfer(f->fsw, (void *)(intptr_t)n, &out);
+#else
+  fsw_transfer(f->fsw, (void *)(intptr_t)n, &out);
+#endif
   running = f->outer;
   n = PACK_N(out);
   /* Only f, L and op live across the switch: the rest is read again. */
@@ -612,12 +638,50 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   return n + (op != OP_WRAP);
 }
 
+#if FS_DIRECT
+/* The armed record of thread co, if the cache has it. */
+static inline fiber *cached(lua_State *L, lua_State *co) {
+  fiber *f = getms(L)->cache[CACHE_SLOT(co)];
+  return LIKELY(f != NULL && f->co == co) ? f : NULL;
+}
+
+/* The direct resume of suspended fiber f (thread co) with the n values on
+ * top of L, n <= LUA_MINSTACK: the switch returns what the fiber's yield
+ * (or land) decides. */
+static inline int direct(lua_State *L, int op, lua_State *co, fiber *f, int n) {
+  if (n > 0) lua_xmove(L, co, n);
+  f->state = F_ACTIVE;
+  f->direct = 1;
+  f->op = op;
+  f->L = L;
+  f->outer = running;
+  running = f;
+  return fsw__vtransfer(f->fsw, (void *)(intptr_t)n, NULL);
+}
+#endif
+
 static int l_resume(lua_State *L) {
+#if FS_DIRECT
+  lua_State *co = lua_tothread(L, 1);
+  fiber *f;
+  int n;
+  if (LIKELY(co != NULL && (f = cached(L, co)) != NULL &&
+             f->state == F_SUSPENDED &&
+             (n = lua_gettop(L) - 1) <= LUA_MINSTACK))
+    return direct(L, OP_RESUME, co, f, n);
+#endif
   return xfer(L, OP_RESUME, NULL, NULL, 0);
+}
+
+/* Refused yield: in a finalizer. */
+__attribute__((noinline, cold)) static int gc_yield(lua_State *L) {
+  return luaL_error(L, "attempt to yield from inside a __gc metamethod "
+                       "(it would leave the collector stopped)");
 }
 
 static int l_yield(lua_State *L) {
   fiber *f = running;
+  int n;
   if (f == NULL || f->co != L) { /* not a fiber: Lua's own rules */
 #if FS_LUAJIT /* its coroutine.yield puts the caller's position first */
     if (!lua_isyieldable(L))
@@ -625,11 +689,42 @@ static int l_yield(lua_State *L) {
 #endif
     return lua_yield(L, lua_gettop(L));
   }
-  return xfer(L, OP_YIELD, L, f, 0);
+  n = lua_gettop(L);
+  if (in_finalizer(L)) return gc_yield(L);
+#if FS_DIRECT
+  if (LIKELY(f->direct)) { /* the resumer's part, done here */
+    lua_State *R = f->L;
+    running = f->outer;
+    if (LIKELY(n < LUA_MINSTACK)) {
+      int op = f->op;
+      f->state = F_SUSPENDED;
+      if (op != OP_WRAP) lua_pushboolean(R, 1);
+      if (n > 0) lua_xmove(L, R, n);
+      return fsw__vtransfer(NULL, (void *)(intptr_t)(n + (op != OP_WRAP)), NULL);
+    }
+    f->pending = PACK(n, ST_YIELD);
+    return fsw__vtransfer(NULL, LAND(f), NULL);
+  }
+  return fsw__vtransfer(NULL, PACK(n, ST_YIELD), NULL);
+#else
+  {
+    void *in = NULL;
+    fsw_transfer(NULL, PACK(n, ST_YIELD), &in);
+    return (int)(intptr_t)in;
+  }
+#endif
 }
 
 /* The function wrap returns. */
 static int l_wrapped(lua_State *L) {
+#if FS_DIRECT
+  lua_State *co = lua_tothread(L, UV_CO);
+  fiber *f;
+  int n;
+  if (LIKELY((f = cached(L, co)) != NULL && f->state == F_SUSPENDED &&
+             (n = lua_gettop(L)) <= LUA_MINSTACK))
+    return direct(L, OP_WRAP, co, f, n);
+#endif
   return xfer(L, OP_WRAP, NULL, NULL, 0);
 }
 

@@ -5,11 +5,13 @@
 #include "fiberswap.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "stack.h"
 #include "switch.h"
 #include "tools.h"
+#include "fiber_direct.h"
 
 /* A fiber's record lives at the top of its own stack, so creating one
  * from the pool allocates nothing.  Its status is not stored: `resumer` is
@@ -295,6 +297,44 @@ HOT fsw_err fsw_yield(void *out, void **in) { return yield_hot(out, in); }
 HOT fsw_err fsw_transfer(fsw_fiber *f, void *value, void **out) {
   return f ? resume_hot(f, value, out) : yield_hot(value, out);
 }
+
+#if FSW_DIRECT
+/* A call of fsw__vtransfer that fsw_transfer would refuse: its caller
+ * broke the rule that makes it safe (fiber_direct.h).  Returning an error
+ * would hand a Lua VM a negative count of results: stop here instead. */
+__attribute__((noinline, cold, noreturn)) static void vtransfer_misused(
+    fsw_err e) {
+  fprintf(stderr, "fiberswap: internal error: fsw__vtransfer: %s\n",
+          fsw_strerror(e));
+  abort();
+}
+
+/* fsw__vtransfer's rare resumes: a fiber's first, or the thread's first. */
+__attribute__((noinline)) static int vresume_other(fsw_fiber *f, void *in,
+                                                   void **out) {
+  fsw_fiber *was = f->resumer, *cur;
+  if (was != NULL && was != FRESH) vtransfer_misused(refusal(f));
+  cur = ts.current;
+  if (cur == NULL) cur = ts.current = &ts.root;
+  enter(f, cur);
+  if (was == FRESH)
+    return fsw__switch_fresh(&f->back, in, out, FSW_CTX_TARGET(&f->ctx));
+  return fsw__vswitch(&f->back, in, out, FSW_CTX_TARGET(&f->ctx));
+}
+
+HOT int fsw__vtransfer(fsw_fiber *f, void *value, void **out) {
+  fsw_fiber *cur = ts.current, *r;
+  if (f != NULL) {
+    if (f->resumer != NULL || cur == NULL) return vresume_other(f, value, out);
+    enter(f, cur);
+    return fsw__vswitch(&f->back, value, out, FSW_CTX_TARGET(&f->ctx));
+  }
+  if (cur == NULL || (r = cur->resumer) == NULL) vtransfer_misused(FSW_EOUTSIDE);
+  cur->resumer = NULL;
+  ts.current = r;
+  return fsw__vswitch(&cur->ctx, value, out, FSW_CTX_TARGET(&cur->back));
+}
+#endif
 
 fsw_status fsw_status_of(const fsw_fiber *f) {
   if (f == NULL || f->resumer == DEAD) return FSW_DEAD;

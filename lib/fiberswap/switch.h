@@ -87,6 +87,13 @@ void fsw__trampoline(void);
  * unmoved.  x86-64: the .S file; else ctx_ucontext.c. */
 int fsw__switch(fsw_ctx *from, void *value, void **out, void *to_sp);
 
+/* x86-64: fsw__switch, whose restore returns the value instead where the
+ * restored context's `out` was NULL (see the .S file); for the Lua
+ * binding's round trip, through fsw__vtransfer (fiber_direct.h). */
+#if !FSW_UCONTEXT
+int fsw__vswitch(fsw_ctx *from, void *value, void **out, void *to_sp);
+#endif
+
 /* fsw__switch for the first switch to a context made by fsw__ctx_init
  * (fsw__switch works there too).  x86-64: it enters the trampoline by
  * `jmp`, leaving the caller's return address on the return-stack buffer

@@ -111,8 +111,8 @@
         movq    %rcx, %rsp
         .endm
 
-        .macro  RESTORE
-        /* Restore the incoming side's registers and hand it the value. */
+        .macro  POP_FRAME
+        /* The incoming side's OUT into rcx, and its registers. */
         movq    FSW_FRAME_OUT(%rsp), %rcx
         leaq    16(%rsp), %rsp
         .cfi_adjust_cfa_offset -16
@@ -128,6 +128,11 @@
         .cfi_adjust_cfa_offset -8
         popq    %rbp
         .cfi_adjust_cfa_offset -8
+        .endm
+
+        .macro  RESTORE
+        /* Restore the incoming side's registers and hand it the value. */
+        POP_FRAME
         testq   %rcx, %rcx
         jz      2f
         movq    %rsi, (%rcx)
@@ -168,6 +173,45 @@ fsw__switch:
         LOAD_X87 switch, 64
         .cfi_endproc
         .size   fsw__switch, .-fsw__switch
+
+/* int fsw__vswitch(fsw_ctx *from [rdi], void *value [rsi], void **out [rdx],
+ *                  void *to_sp [rcx]): fsw__switch, for a context whose OUT
+ * may be NULL because it wants the value returned instead.  Saving is the
+ * same.  Restoring: with an OUT pointer, as fsw__switch (the value stored,
+ * 0 returned); with none, the value is returned in rax, and a value with
+ * its sign bit set is not a value but, with that bit clear, a pointer to a
+ * pointer to the function to run instead: the restored context continues
+ * in that function, entered by `jmp` as if its caller had called it there,
+ * with the pointer as its argument, so that what it returns is what the
+ * switch returns.  The Lua binding's round trip returns through it straight
+ * into Lua's call of its C functions (binding/fiberswap.c, `l_yield`); its
+ * rare endings run in such a function, on the stack they belong to. */
+        .globl  fsw__vswitch
+        .hidden fsw__vswitch
+        .type   fsw__vswitch, @function
+        .p2align 6
+fsw__vswitch:
+        .cfi_startproc
+        SAVE_AND_SWAP vswitch
+        POP_FRAME
+#if FSW_FPCW
+        ldmxcsr FSW_FRAME_FPCW-FSW_FRAME_RET(%rsp)
+#endif
+        testq   %rcx, %rcx
+        jnz     3f
+        movq    %rsi, %rax
+        testq   %rsi, %rsi
+        js      4f
+        ret
+3:      movq    %rsi, (%rcx)            /* an OUT pointer: as fsw__switch */
+        xorl    %eax, %eax
+        ret
+4:      btrq    $63, %rsi               /* continue in the function named */
+        movq    %rsi, %rdi
+        jmp     *(%rsi)
+        LOAD_X87 vswitch, 64
+        .cfi_endproc
+        .size   fsw__vswitch, .-fsw__vswitch
 
         .text
 

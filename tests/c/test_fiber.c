@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "fiberswap.h"
+#include "fiber_direct.h"
 #include "harness.h"
 
 #if defined(__has_include)
@@ -1434,6 +1435,44 @@ static int run_in_child(int (*fn)(void), char *err, size_t cap) {
   return status;
 }
 
+#if FSW_DIRECT
+/* fsw__vtransfer (the Lua binding's internal switch) has no error return:
+ * a call fsw_transfer would refuse prints the reason and aborts.  Child
+ * exit codes: 10 the call returned, 11-12 setup failed. */
+static int vtransfer_outside_child(void) {
+  fsw__vtransfer(NULL, NULL, NULL);
+  return 10;
+}
+
+static int vtransfer_dead_child(void) {
+  fsw_fiber *f;
+  if (fsw_create(&f, return_arg, NULL, FSW_STACK_MIN) != FSW_OK) return 11;
+  if (fsw_resume(f, NULL, NULL) != FSW_OK) return 12;
+  fsw__vtransfer(f, NULL, NULL);
+  return 10;
+}
+
+static void vtransfer_misuse_aborts_with_its_reason(void) {
+  static const struct {
+    int (*child)(void);
+    const char *reason;
+  } cases[] = {
+      {vtransfer_outside_child, "fsw__vtransfer: cannot yield from outside a fiber"},
+      {vtransfer_dead_child, "fsw__vtransfer: cannot resume a dead fiber"},
+  };
+  size_t i;
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char err[512];
+    int status = run_in_child(cases[i].child, err, sizeof err);
+    CHECK(status != -1);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    if (WIFEXITED(status)) fprintf(stderr, "  child exited with %d\n", WEXITSTATUS(status));
+    CHECK(strstr(err, cases[i].reason) != NULL);
+    if (strstr(err, cases[i].reason) == NULL) fprintf(stderr, "  child stderr: %s\n", err);
+  }
+}
+#endif
+
 /* Virtual size of this process in KiB from /proc/self/status, or -1. */
 static long vm_size_kib(void) {
   char line[256];
@@ -1988,6 +2027,9 @@ int main(void) {
   RUN(resume_of_dead_fiber_fails_edead);
   RUN(resume_of_null_fails_einval);
   RUN(yield_outside_fiber_fails_eoutside);
+#if FSW_DIRECT
+  RUN(vtransfer_misuse_aborts_with_its_reason);
+#endif
   RUN(destroy_of_running_fiber_fails_ebusy);
   RUN(destroy_of_normal_fiber_fails_ebusy);
   RUN(create_rejects_bad_stack_sizes);
