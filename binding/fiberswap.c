@@ -21,7 +21,8 @@
 **   fresh      the weak-keyed table `fibers` maps the thread to its body
 **              (or {body, stacksize}); it has no machine stack yet.
 **   active     running, or normal (it resumed another).  Its record lives
-**              in the frame of the resume that started it, then in its
+**              at the top of its own machine stack (FS_DIRECT; else in
+**              the frame of the resume that started it), then in its
 **              userdata; `running` and each record's `outer` chain them.
 **   suspended  its record is a userdata, armed when it first yielded: it
 **              has the __gc that frees the machine stack of a fiber
@@ -43,9 +44,11 @@
 ** (moving the values) before it tail-calls the switch too.  So neither side
 ** keeps a frame of its own across a switch: each switch returns straight
 ** into the Lua VM's call of a C function, the same address on both sides
-** (luaD_precall, then luaV_execute), which the CPU predicts.  A fiber's
-** first run, and resumes the direct path does not take, go through xfer,
-** which calls the switch and finishes the resume itself.
+** (luaD_precall, then luaV_execute), which the CPU predicts.  xfer finds
+** the fiber when the record cache does not (a fresh fiber, a cache miss,
+** many arguments) and then resumes it the same way.  Without FS_DIRECT
+** (5.1, LuaJIT, the sanitizers, ucontext) xfer calls the switch for every
+** resume and yield, and finishes each resume itself after the switch.
 **
 ** No error ever crosses stacks: the resumer raises its errors in its own
 ** state on its own stack, and errors in a fiber stop at the lua_resume at the
@@ -120,9 +123,10 @@ typedef struct fiber {
  * straight to Lua, and the fiber's yield does the resumer's part of the
  * round trip (the results onto its thread) before it switches; the switch
  * hands back the count of values to return.  What yield cannot finish
- * there (a fiber's end, an error, many values) it hands over as LAND(f):
- * the resumer then continues in land(f), on its own stack.  A fiber's
- * first run, and rare resumes, take xfer instead. */
+ * there (a first suspension, a fiber's end, an error, many values) it
+ * hands over as LAND(f): the resumer then continues in land(f), on its own
+ * stack.  A fiber's first record lives on its new stack (fsw__create_v),
+ * so even its first resume keeps no frame across the switch. */
 /* It finds a fiber through the cache, so it needs FS_CACHE (5.2 to 5.4:
  * 5.1 and LuaJIT take xfer every time).  Its yield relies on 5.2 to 5.4
  * too: there lua_pushboolean and lua_xmove into the space Lua guarantees
@@ -229,12 +233,13 @@ static void forget(lua_State *L, lua_State *co, int idx) {
  * a longjmp over them would abandon them.  Touches no Lua state, so the
  * __gc can use it after the thread itself is gone. */
 static void release(fiber *f) {
-  if (f->fsw != NULL) {
-    fsw_destroy(f->fsw);
+  fsw_fiber *stack = f->fsw;
+  f->state = F_DEAD;
+  if (stack != NULL) { /* last: a first record lives on that stack */
     f->fsw = NULL;
     f->ms->live--;
+    fsw_destroy(stack);
   }
-  f->state = F_DEAD;
 }
 
 /* Check an optional stack size at index arg. */
@@ -263,8 +268,8 @@ static int fiber_start(lua_State *co) {
  * error on this stack.  `in` is the number of values above fiber_start
  * (the body and its arguments).  Reads its first record only before it
  * first runs Lua code: the record moves when the fiber first suspends.
- * Its ending goes to the resumer as the value it returns (through the
- * trampoline), or, for a direct resumer, through land. */
+ * Its ending is the value it returns, which the trampoline hands to the
+ * resumer: packed for xfer, LAND(f) for a direct resumer. */
 static void *fiber_main(void *arg, void *in) {
   lua_State *co = ((fiber *)arg)->co;
   int nres = 0;
@@ -274,11 +279,12 @@ static void *fiber_main(void *arg, void *in) {
   {
     fiber *f = running; /* the record, wherever it lives by now */
     if (f != NULL && f->co == co && f->direct) {
-      /* A direct resumer can only continue in land, which ends the fiber
-       * (releasing this stack) on its own stack. */
+      /* A direct resumer continues in land, which ends the fiber (releasing
+       * this stack) on its own stack: the trampoline hands LAND(f) over as
+       * fsw__vswitch would. */
       running = f->outer;
       f->pending = out;
-      fsw__vtransfer(NULL, LAND(f), NULL);
+      return LAND(f);
     }
   }
 #endif
@@ -417,14 +423,16 @@ static int plain_resume(lua_State *L, int op, lua_State *co, int narg) {
 
 static int land(void *p);
 
-/* Start fresh fiber co: take a machine stack, fill *f and lay out
+/* Start fresh fiber co: take a machine stack, fill its first record *fp
+ * (FS_DIRECT: one made on that stack, whose address goes to *fp) and lay out
  * [fiber_start, body, args] on the thread.  For OP_SPAWN the thread holds
  * all that already; otherwise the fiber's `fibers` entry is on top of L,
  * above the n arguments.  On failure pushes a message, leaves the fiber
  * fresh (a spawned one: dead) and returns the Lua status to report. */
-static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
+static int start(lua_State *L, int op, lua_State *co, fiber **fp, int n) {
   mstate *ms = getms(L);
   size_t size = ms->stacksize;
+  fiber *f = *fp;
   fsw_err err;
   if (op != OP_SPAWN) {
     if (lua_type(L, -1) == LUA_TTABLE) { /* {body, stacksize} */
@@ -443,7 +451,19 @@ static int start(lua_State *L, int op, lua_State *co, fiber *f, int n) {
       return LUA_ERRRUN;
     }
   }
+#if FS_DIRECT
+  {
+    fsw_fiber *stack;
+    void *room;
+    err = fsw__create_v(&stack, fiber_main, size, sizeof(fiber), &room);
+    if (err == FSW_OK) {
+      *fp = f = (fiber *)room; /* the first record lives on the new stack */
+      f->fsw = stack;
+    }
+  }
+#else
   err = fsw_create(&f->fsw, fiber_main, f, size);
+#endif
   if (err != FSW_OK) {
     if (op != OP_SPAWN) lua_pop(L, 1);
     else lua_settop(co, 0);
@@ -575,26 +595,98 @@ static int finish(lua_State *L, int op, fiber *f, void *out) {
   return n + (op != OP_WRAP);
 }
 
-/* Where a direct resumer (see FS_DIRECT) continues when the fiber's yield
- * left it the rest: entered by the switch in place of the return to Lua,
- * on the resumer's stack, as if called by resume (or the wrap function). */
+/* Where a direct resumer (see FS_DIRECT) continues when the fiber left it
+ * the rest (its first suspension, its end, its error, many values):
+ * entered by the switch in place of the return to Lua, on the resumer's
+ * stack, as if called by resume, the wrap function or spawn (whose thread
+ * is below the results). */
 static int land(void *p) {
   fiber *f = (fiber *)p;
-  return finish(f->L, f->op, f, f->pending);
+  int op = f->op;
+  return finish(f->L, op, f, f->pending) + (op == OP_SPAWN);
+}
+
+#if FS_DIRECT
+/* The armed record of thread co, if the cache has it. */
+static inline fiber *cached(lua_State *L, lua_State *co) {
+  fiber *f = getms(L)->cache[CACHE_SLOT(co)];
+  return LIKELY(f != NULL && f->co == co) ? f : NULL;
+}
+
+/* Resume fiber f (suspended, or fresh with its first record) whose n
+ * values are on its thread, directly: the switch returns what the fiber's
+ * yield (or land) decides. */
+static inline int go(lua_State *L, int op, fiber *f, int n) {
+  f->state = F_ACTIVE;
+  f->direct = 1;
+  f->op = op;
+  f->L = L;
+  f->outer = running;
+  running = f;
+  return fsw__vtransfer(f->fsw, (void *)(intptr_t)n, NULL);
+}
+
+/* The direct resume of suspended fiber f (thread co) with the n values on
+ * top of L, n <= LUA_MINSTACK. */
+static inline int direct(lua_State *L, int op, lua_State *co, fiber *f, int n) {
+  if (n > 0) lua_xmove(L, co, n);
+  return go(L, op, f, n);
+}
+
+/* What fibers knows of thread co (at index idx): its armed record, FRESH_REC
+ * for a fresh fiber (its entry pushed), or NULL.  Out of line, so that its
+ * callers keep no local whose address escapes. */
+static const char fresh_rec;
+#define FRESH_REC ((fiber *)(void *)&fresh_rec)
+__attribute__((noinline)) static fiber *find(lua_State *L, lua_State *co, int idx) {
+  int fresh;
+  fiber *f = lookup(L, co, idx, &fresh);
+  return f == NULL && fresh ? FRESH_REC : f;
+}
+
+/* Start fresh fiber co (as start) and return its first record; or push
+ * the failure as resume does, `false, msg` (wrap raises it), and return
+ * NULL. */
+__attribute__((noinline)) static fiber *start_v(lua_State *L, int op,
+                                               lua_State *co, int n) {
+  fiber *f = NULL;
+  int status = start(L, op, co, &f, n);
+  if (status != LUA_OK) {
+    resume_failed(L, op, co, status, 0);
+    return NULL;
+  }
+  return f;
 }
 
 /* resume (OP_RESUME) and the function wrap returns (OP_WRAP) when the
- * direct path does not take them: the thread at argument 1 or upvalue
- * UV_CO, resumed with the arguments after it.  spawn (OP_SPAWN): fresh
- * fiber co, its n arguments on top of L.  Returns what the Lua function
- * returns.
+ * cache does not know the thread, for a fresh fiber, or with more than
+ * LUA_MINSTACK arguments: the thread at argument 1 or upvalue UV_CO. */
+__attribute__((noinline)) static int xfer(lua_State *L, int op) {
+  int n = lua_gettop(L) - (op == OP_RESUME);
+  lua_State *co = op == OP_WRAP ? lua_tothread(L, UV_CO) : getco(L);
+  fiber *f = find(L, co, op == OP_WRAP ? UV_CO : 1);
+  if (f == NULL) return plain_resume(L, op, co, n);
+  if (f == FRESH_REC) {
+    if ((f = start_v(L, op, co, n)) == NULL) return 2;
+    return go(L, op, f, n + 1); /* the body and its arguments */
+  }
+  if (f->state != F_SUSPENDED) return refuse(L, op, co, f);
+  if (n > LUA_MINSTACK && !lua_checkstack(co, n))
+    return too_many(L, op, co, "arguments");
+  return direct(L, op, co, f, n);
+}
+#else
+/* resume (OP_RESUME) and the function wrap returns (OP_WRAP): the thread
+ * at argument 1 or upvalue UV_CO, resumed with the arguments after it.
+ * spawn (OP_SPAWN): fresh fiber co, its n arguments on top of L.  Returns
+ * what the Lua function returns.
  *
  * Stack space: when Lua calls a C function it guarantees LUA_MINSTACK free
  * slots above the arguments.  A suspended fiber sits in yield's frame and
  * the resumer sits in resume's, whose arguments have left, so counts up to
  * LUA_MINSTACK need no lua_checkstack. */
-__attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
-                                          fiber *f, int n) {
+__attribute__((noinline)) static int xfer_op(lua_State *L, int op, lua_State *co,
+                                             fiber *f, int n) {
   fiber first; /* the record of a fiber's first run, until it first yields */
   void *out = NULL;
   if (LIKELY(op != OP_SPAWN)) {
@@ -607,9 +699,10 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
     }
   }
   if (f == NULL) {
-    int status = start(L, op, co, &first, n);
-    if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
+    int status;
     f = &first;
+    status = start(L, op, co, &f, n);
+    if (status != LUA_OK) return resume_failed(L, op, co, status, 0);
     n++; /* the body */
   } else if (UNLIKELY(f->state != F_SUSPENDED)) {
     return refuse(L, op, co, f);
@@ -622,11 +715,7 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   f->direct = 0;
   f->outer = running;
   running = f;
-#if FS_DIRECT
-  fsw__vtransfer(f->fsw, (void *)(intptr_t)n, &out);
-#else
   fsw_transfer(f->fsw, (void *)(intptr_t)n, &out);
-#endif
   running = f->outer;
   n = PACK_N(out);
   /* Only f, L and op live across the switch: the rest is read again. */
@@ -637,27 +726,7 @@ __attribute__((noinline)) static int xfer(lua_State *L, int op, lua_State *co,
   if (n > 0) lua_xmove(f->co, L, n);
   return n + (op != OP_WRAP);
 }
-
-#if FS_DIRECT
-/* The armed record of thread co, if the cache has it. */
-static inline fiber *cached(lua_State *L, lua_State *co) {
-  fiber *f = getms(L)->cache[CACHE_SLOT(co)];
-  return LIKELY(f != NULL && f->co == co) ? f : NULL;
-}
-
-/* The direct resume of suspended fiber f (thread co) with the n values on
- * top of L, n <= LUA_MINSTACK: the switch returns what the fiber's yield
- * (or land) decides. */
-static inline int direct(lua_State *L, int op, lua_State *co, fiber *f, int n) {
-  if (n > 0) lua_xmove(L, co, n);
-  f->state = F_ACTIVE;
-  f->direct = 1;
-  f->op = op;
-  f->L = L;
-  f->outer = running;
-  running = f;
-  return fsw__vtransfer(f->fsw, (void *)(intptr_t)n, NULL);
-}
+#define xfer(L, op) xfer_op((L), (op), NULL, NULL, 0)
 #endif
 
 static int l_resume(lua_State *L) {
@@ -670,7 +739,7 @@ static int l_resume(lua_State *L) {
              (n = lua_gettop(L) - 1) <= LUA_MINSTACK))
     return direct(L, OP_RESUME, co, f, n);
 #endif
-  return xfer(L, OP_RESUME, NULL, NULL, 0);
+  return xfer(L, OP_RESUME);
 }
 
 /* Refused yield: in a finalizer. */
@@ -695,7 +764,7 @@ static int l_yield(lua_State *L) {
   if (LIKELY(f->direct)) { /* the resumer's part, done here */
     lua_State *R = f->L;
     running = f->outer;
-    if (LIKELY(n < LUA_MINSTACK)) {
+    if (LIKELY(n < LUA_MINSTACK && f->armed)) {
       int op = f->op;
       f->state = F_SUSPENDED;
       if (op != OP_WRAP) lua_pushboolean(R, 1);
@@ -725,7 +794,7 @@ static int l_wrapped(lua_State *L) {
              (n = lua_gettop(L)) <= LUA_MINSTACK))
     return direct(L, OP_WRAP, co, f, n);
 #endif
-  return xfer(L, OP_WRAP, NULL, NULL, 0);
+  return xfer(L, OP_WRAP);
 }
 
 /* ------------------------------------------------------------ the library */
@@ -779,7 +848,15 @@ static int l_spawn(lua_State *L) {
   lua_pushcfunction(co, fiber_start);
   lua_xmove(L, co, n + 2); /* body, arguments and the thread itself */
   lua_xmove(co, L, 1);     /* cheaper than a rotate: L holds just [co] */
-  return xfer(L, OP_SPAWN, co, NULL, n) + 1;
+#if FS_DIRECT
+  {
+    fiber *f = start_v(L, OP_SPAWN, co, n);
+    if (f == NULL) return 3;
+    return go(L, OP_SPAWN, f, n + 1); /* land counts the thread */
+  }
+#else
+  return xfer_op(L, OP_SPAWN, co, NULL, n) + 1;
+#endif
 }
 
 /* The status of the thread at index 1; *f gets its armed record, *fresh

@@ -51,7 +51,8 @@ run() {
       /^round trip, no values/          { ratio("rt0") }
       /^round trip, 3 values each way/  { ratio("rt3") }
       /^wrap round trip/                { ratio("wrap") }
-      /^spawn to finish/                { ratio("spawn") }'
+      /^spawn to finish/                { ratio("spawn") }
+      /^create, yield once/             { ratio("life") }'
 }
 
 results=$tmp/results
@@ -66,7 +67,7 @@ done
 
 echo "medians over $rounds rounds (A = $a, B = $b):"
 for who in A B; do
-  for c in rt0 rt3 wrap spawn; do
+  for c in rt0 rt3 wrap spawn life; do
     awk -v w="$who" -v c="$c" '$1 == w && $2 == c { print $3 }' "$results" | sort -n |
       awk -v w="$who" -v c="$c" '{ v[NR] = $1 }
         END { if (NR) printf "%s %-6s %.3f  (%.3f to %.3f)\n", w, c,

@@ -58,6 +58,20 @@ local function create_finish(lib, n)
   return clock() - t0
 end
 
+-- A whole life with one suspension: create, resume to the body's yield,
+-- resume to its end.
+local function create_yield_finish(lib, n)
+  local create, resume, yield = lib.create, lib.resume, lib.yield
+  local body = function(x) return yield(x) end
+  local t0 = clock()
+  for i = 1, n do
+    local co = create(body)
+    resume(co, i)
+    resume(co, i)
+  end
+  return clock() - t0
+end
+
 local function wrap_roundtrip(lib, n)
   local f = lib.wrap(function() while true do lib.yield(1) end end)
   f()
@@ -72,6 +86,7 @@ local cases = {
   {"wrap round trip", wrap_roundtrip, 1, ""},
   {"spawn to finish (plain: create+resume)", spawn_finish, 10, "<= 1.5"},
   {"create + resume to finish", create_finish, 10, ""},
+  {"create, yield once, finish", create_yield_finish, 10, ""},
 }
 
 local function median(t)

@@ -25,6 +25,10 @@ struct fsw_fiber {
   fsw_ctx back;        /* its resumer's context while it is active: yield
                           finds where to go one load away */
   fsw_fiber *resumer;  /* NULL, FRESH, DEAD, or whom yield returns to */
+#if FSW_DIRECT
+  int vexit;           /* made by fsw__create_v: its end continues the
+                          resumer as fsw__vswitch would */
+#endif
   fsw_fn fn;
   void *arg;
   fsw_stack stack;
@@ -176,6 +180,9 @@ static fsw__exit fiber_main(void *data, void *value) {
   {
     fsw__exit e;
     e.to_sp = FSW_CTX_TARGET(&f->back);
+#if FSW_DIRECT
+    if (f->vexit) e.to_sp = (char *)e.to_sp + 1; /* see fsw__trampoline */
+#endif
     e.value = value;
     return e;
   }
@@ -185,11 +192,15 @@ static fsw__exit fiber_main(void *data, void *value) {
 #endif
 }
 
-fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
+/* fsw_create, with `extra` bytes (a multiple of 16) kept on the new stack
+ * right below the record: their address goes to *room, and is the body's
+ * argument if `arg` is NULL. */
+static fsw_err create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize,
+                      size_t extra, void **room) {
   fsw_stack s;
   fsw_fiber *f;
   size_t usable;
-  uintptr_t top;
+  uintptr_t top, hi;
   fsw_err err;
 
   if (out) *out = NULL;
@@ -202,9 +213,14 @@ fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
 
   top = (uintptr_t)FSW_STACK_HI(&s);
   f = (fsw_fiber *)((top - sizeof *f) & ~(uintptr_t)63);
+  hi = ((uintptr_t)f & ~(uintptr_t)15) - extra;
+  if (room != NULL) *room = (void *)hi;
   f->resumer = FRESH;
+#if FSW_DIRECT
+  f->vexit = 0;
+#endif
   f->fn = fn;
-  f->arg = arg;
+  f->arg = arg != NULL || room == NULL ? arg : (void *)hi;
   f->stack = s;
 #if FSW_TSAN
   f->tsan_fiber = __tsan_create_fiber(0);
@@ -214,12 +230,26 @@ fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
   f->asan_bottom = FSW_STACK_LO(&s);
   f->asan_size = s.size;
 #endif
-  /* The first frames go just below the record, 16-byte aligned. */
-  fsw__ctx_init(&f->ctx, FSW_STACK_LO(&s), (void *)((uintptr_t)f & ~(uintptr_t)15),
-                fiber_main, f);
+  /* The first frames go just below the record (and the room), 16-byte
+   * aligned. */
+  fsw__ctx_init(&f->ctx, FSW_STACK_LO(&s), (void *)hi, fiber_main, f);
   *out = f;
   return FSW_OK;
 }
+
+fsw_err fsw_create(fsw_fiber **out, fsw_fn fn, void *arg, size_t stacksize) {
+  return create(out, fn, arg, stacksize, 0, NULL);
+}
+
+#if FSW_DIRECT
+fsw_err fsw__create_v(fsw_fiber **out, fsw_fn fn, size_t stacksize,
+                      size_t extra, void **room) {
+  fsw_err err = create(out, fn, NULL, stacksize, (extra + 15) & ~(size_t)15,
+                       room);
+  if (err == FSW_OK) (*out)->vexit = 1;
+  return err;
+}
+#endif
 
 /* Why a fiber that is not suspended cannot be resumed; off the hot path. */
 __attribute__((noinline, cold)) static fsw_err refusal(const fsw_fiber *f) {

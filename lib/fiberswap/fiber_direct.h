@@ -27,6 +27,16 @@
  * fsw_transfer would return an error, this prints it and aborts. */
 int fsw__vtransfer(fsw_fiber *f, void *value, void **out)
     __attribute__((visibility("hidden")));
+
+/* fsw_create for a fiber resumed only through fsw__vtransfer with `out`
+ * NULL: `extra` bytes are kept for the caller on the new stack itself
+ * (their address in *room, which is also fn's argument), and when fn
+ * returns, its value goes to the resumer as fsw__vtransfer hands values
+ * (returned, or a function to continue in).  fsw_destroy gives the stack,
+ * room included, back. */
+fsw_err fsw__create_v(fsw_fiber **out, fsw_fn fn, size_t stacksize,
+                      size_t extra, void **room)
+    __attribute__((visibility("hidden")));
 #endif
 
 #endif

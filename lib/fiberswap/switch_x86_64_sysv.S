@@ -193,6 +193,7 @@ fsw__switch:
 fsw__vswitch:
         .cfi_startproc
         SAVE_AND_SWAP vswitch
+.Lvrestore:     /* the trampoline continues a dead fsw__create_v fiber's resumer here */
         POP_FRAME
 #if FSW_FPCW
         ldmxcsr FSW_FRAME_FPCW-FSW_FRAME_RET(%rsp)
@@ -243,7 +244,8 @@ fsw__switch_fresh:
  * start(data, value).  If start returns, its context is dead: start
  * returned the context to continue (rax = to_sp) and the value for it
  * (rdx), and the trampoline continues it as the second half of a switch
- * would, saving nothing. */
+ * would, saving nothing: of fsw__vswitch if bit 0 of rax is set, else of
+ * fsw__switch. */
         .globl  fsw__trampoline
         .hidden fsw__trampoline
         .type   fsw__trampoline, @function
@@ -255,6 +257,10 @@ fsw__trampoline:
         ENDBR                           /* fsw__switch_fresh jumps here */
         movq    %r12, %rdi
         call    *%rbx
+        /* The context to continue, with bit 0 set if it is to be continued
+         * as fsw__vswitch would (a fiber made by fsw__create_v). */
+        movq    %rax, %rcx
+        andq    $-2, %rax
 #if FSW_FPCW
         /* The incoming x87 word, only if it differs from the one in force
          * (read through the dead stack's red zone); its MXCSR comes in the
@@ -268,6 +274,8 @@ fsw__trampoline:
 #endif
         movq    %rax, %rsp
         movq    %rdx, %rsi              /* the value, where RESTORE wants it */
+        testb   $1, %cl
+        jnz     .Lvrestore
         jmp     .Lrestore
         .cfi_endproc
         .size   fsw__trampoline, .-fsw__trampoline
