@@ -2,6 +2,8 @@
  * Its coroutines are fibers: Lua threads that run on machine stacks of their
  * own, so they can yield across any C call. */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lua.h"
@@ -107,8 +109,7 @@ typedef struct fiber {
   size_t stacksize;
   int state;            /* enum fstate */
   int armed;            /* a userdata with a __gc, in `fibers` */
-  int direct;           /* while active: resumed by the direct path */
-  int op;               /* and then: how (OP_RESUME or OP_WRAP) */
+  int op;               /* FS_DIRECT, while active: how it was resumed */
   lua_State *L;         /* and by which thread */
   void *pending;        /* for land: what the fiber handed over, packed */
 } fiber;
@@ -277,18 +278,23 @@ static void *fiber_main(void *arg, void *in) {
   void *out = status == LUA_OK ? PACK(nres, ST_RETURN) : PACK(status, ST_ERROR);
 #if FS_DIRECT
   {
-    fiber *f = running; /* the record, wherever it lives by now */
-    if (f != NULL && f->co == co && f->direct) {
-      /* A direct resumer continues in land, which ends the fiber (releasing
-       * this stack) on its own stack: the trampoline hands LAND(f) over as
-       * fsw__vswitch would. */
-      running = f->outer;
-      f->pending = out;
-      return LAND(f);
+    /* The resumer continues in land, which ends the fiber (releasing this
+     * stack) on its own stack: the trampoline hands LAND(f) over as
+     * fsw__vswitch would.  f is the record, wherever it lives by now. */
+    fiber *f = running;
+    if (f == NULL || f->co != co) {
+      /* Never: only a switch this module did not make could get here. */
+      fputs("fiberswap: internal error: a fiber ended while another ran\n",
+            stderr);
+      abort();
     }
+    running = f->outer;
+    f->pending = out;
+    return LAND(f);
   }
-#endif
+#else
   return out;
+#endif
 }
 
 enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
@@ -483,7 +489,6 @@ static int start(lua_State *L, int op, lua_State *co, fiber **fp, int n) {
   f->stacksize = fsw_stack_size(f->fsw);
   f->armed = 0;
   f->land = land;
-  f->direct = 0;
   return LUA_OK;
 }
 
@@ -510,6 +515,9 @@ static void reset_ccalls(lua_State *co) {
 static int arm_p(lua_State *L) {
   fiber *f = (fiber *)fs_newuserdata(L, sizeof(fiber), 1);
   *f = *(fiber *)lua_touserdata(L, 1);
+  /* No stack until anchored: if the rawset below runs out of memory, this
+   * copy is garbage with a __gc, and arm gives the stack back itself. */
+  f->fsw = NULL;
   f->armed = 1;
   luaL_setmetatable(L, REG_RECORD);
   if (FS_CACHE) { /* the record holds its thread (see mstate) */
@@ -519,6 +527,7 @@ static int arm_p(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -2);
   lua_rawset(L, 3); /* fibers[thread] = record */
+  f->fsw = ((fiber *)lua_touserdata(L, 1))->fsw;
   return 1;
 }
 
@@ -618,7 +627,6 @@ static inline fiber *cached(lua_State *L, lua_State *co) {
  * yield (or land) decides. */
 static inline int go(lua_State *L, int op, fiber *f, int n) {
   f->state = F_ACTIVE;
-  f->direct = 1;
   f->op = op;
   f->L = L;
   f->outer = running;
@@ -712,7 +720,6 @@ __attribute__((noinline)) static int xfer_op(lua_State *L, int op, lua_State *co
     lua_xmove(L, co, n);
   }
   f->state = F_ACTIVE;
-  f->direct = 0;
   f->outer = running;
   running = f;
   fsw_transfer(f->fsw, (void *)(intptr_t)n, &out);
@@ -761,20 +768,17 @@ static int l_yield(lua_State *L) {
   n = lua_gettop(L);
   if (in_finalizer(L)) return gc_yield(L);
 #if FS_DIRECT
-  if (LIKELY(f->direct)) { /* the resumer's part, done here */
+  running = f->outer; /* the resumer's part, done here */
+  if (LIKELY(n < LUA_MINSTACK && f->armed)) {
     lua_State *R = f->L;
-    running = f->outer;
-    if (LIKELY(n < LUA_MINSTACK && f->armed)) {
-      int op = f->op;
-      f->state = F_SUSPENDED;
-      if (op != OP_WRAP) lua_pushboolean(R, 1);
-      if (n > 0) lua_xmove(L, R, n);
-      return fsw__vtransfer(NULL, (void *)(intptr_t)(n + (op != OP_WRAP)), NULL);
-    }
-    f->pending = PACK(n, ST_YIELD);
-    return fsw__vtransfer(NULL, LAND(f), NULL);
+    int op = f->op;
+    f->state = F_SUSPENDED;
+    if (op != OP_WRAP) lua_pushboolean(R, 1);
+    if (n > 0) lua_xmove(L, R, n);
+    return fsw__vtransfer(NULL, (void *)(intptr_t)(n + (op != OP_WRAP)), NULL);
   }
-  return fsw__vtransfer(NULL, PACK(n, ST_YIELD), NULL);
+  f->pending = PACK(n, ST_YIELD);
+  return fsw__vtransfer(NULL, LAND(f), NULL);
 #else
   {
     void *in = NULL;

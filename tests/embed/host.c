@@ -2,6 +2,7 @@
  * Fibers work inside a host: they suspend in its C functions, and lua_close frees them. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lauxlib.h"
@@ -459,6 +460,73 @@ static void several_states(void) {
   lua_close(b);
 }
 
+/* ------------------------------------------------------- out of memory */
+
+/* An allocator that refuses the n-th request for more memory from now on
+ * (`failafter(n)` in Lua; `failafter()`: never). */
+static long fail_countdown = -1;
+
+static void *failing_alloc(void *ud, void *p, size_t os, size_t ns) {
+  (void)ud;
+  if (ns == 0) {
+    free(p);
+    return NULL;
+  }
+  if (p == NULL) os = 0;
+  if (ns > os && fail_countdown >= 0) {
+    if (fail_countdown == 0) return NULL;
+    fail_countdown--;
+  }
+  return realloc(p, ns);
+}
+
+static int host_failafter(lua_State *L) {
+  fail_countdown = lua_isnoneornil(L, 1) ? -1 : (long)luaL_checkinteger(L, 1);
+  return 0;
+}
+
+/* Memory runs out at each allocation in turn of a fiber's first
+ * suspension (its record moves into a userdata then).  Whatever fails,
+ * each stack is given back once: a record copy orphaned by the failure
+ * must not free the stack again when it is collected (that put one stack
+ * in the pool twice, and two later fibers ran on it). */
+static const char *const oom_first_suspension =
+    "local fs = fiberswap\n"
+    "for k = 0, 300 do\n"
+    "  pcall(function()\n"
+    "    failafter(k)\n"
+    "    local ok, err = pcall(fs.spawn, function() fs.yield() end)\n"
+    "    failafter()\n"
+    "  end)\n"
+    "  failafter()\n"
+    "  collectgarbage(); collectgarbage()\n"
+    "  assert(fs.stats().fibers >= 0, 'live fibers below 0 after failure ' .. k)\n"
+    "end\n"
+    "local a = fs.create(function() local v = 'a'; fs.yield(); return v end)\n"
+    "local b = fs.create(function() local v = 'b'; fs.yield(); return v end)\n"
+    "assert(fs.resume(a)); assert(fs.resume(b))\n"
+    "local oka, va = fs.resume(a)\n"
+    "local okb, vb = fs.resume(b)\n"
+    "assert(oka and va == 'a' and okb and vb == 'b',\n"
+    "       'two fibers shared a stack: ' .. tostring(va) .. ', ' .. tostring(vb))\n"
+    "assert(fs.stats().fibers == 0, 'live fibers: ' .. fs.stats().fibers)\n";
+
+static void out_of_memory(void) {
+  lua_State *L = lua_newstate(failing_alloc, NULL);
+  if (L == NULL) {
+    report(0, "out of memory", "cannot create a Lua state");
+    return;
+  }
+  luaL_openlibs(L);
+  luaL_requiref(L, "fiberswap", luaopen_fiberswap, 1);
+  lua_pop(L, 1);
+  lua_register(L, "failafter", host_failafter);
+  run_lua(L, "out of memory anywhere in a first suspension frees each stack once",
+          oom_first_suspension);
+  fail_countdown = -1;
+  lua_close(L);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void) {
@@ -505,6 +573,7 @@ int main(void) {
   report(fsw_pool_count() == 0, "the pool drains after lua_close",
          "stacks left in the pool");
   several_states();
+  out_of_memory();
 
   printf("host: %d passed, %d failed\n", passed, failed);
   return failed != 0;
