@@ -49,8 +49,10 @@
  * finalizer metamethod "__gc" (its caller's frame is marked).  A tail call
  * erases the name of the function it replaced, so one on the stack counts
  * as a finalizer: refusing there is what every version did before.  Asked
- * only while a finalizer runs, so its cost is off the hot path. */
-static inline int fs_finalizer_on(lua_State *L) {
+ * only while a finalizer runs, so its cost is off the hot path; out of
+ * line, so that its lua_Debug is not a local of yield, whose calls of the
+ * switch must stay tail calls. */
+__attribute__((noinline, unused)) static int fs_finalizer_on(lua_State *L) {
   lua_Debug ar;
   int level;
   for (level = 0; lua_getstack(L, level, &ar); level++) {

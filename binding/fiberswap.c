@@ -72,12 +72,13 @@
 #define UV_CO lua_upvalueindex(3)
 
 /* OP_SPAWN resumes like OP_RESUME a fiber that was never in `fibers`. */
-enum op { OP_RESUME, OP_YIELD, OP_WRAP, OP_SPAWN };
+enum op { OP_RESUME, OP_WRAP, OP_SPAWN };
 
-/* What a switch carries, packed into the pointer: a count and why.  From a
- * resumer: the number of values it left on the fiber's thread (ST_YIELD).
- * From a fiber: for ST_YIELD and ST_RETURN the number of values on top of
- * its thread; for ST_ERROR the Lua status, with the error object on top. */
+/* What a fiber hands its resumer, packed into the pointer: a count and
+ * why.  For ST_YIELD and ST_RETURN the number of values on top of its
+ * thread; for ST_ERROR the Lua status, with the error object on top.  (A
+ * resumer hands a fiber just the number of values it left on the fiber's
+ * thread; a direct yield hands its resumer just the count to return.) */
 enum { ST_YIELD, ST_RETURN, ST_ERROR };
 #define PACK(n, st) ((void *)(((intptr_t)(n) << 2) | (st)))
 #define PACK_N(p) ((int)((intptr_t)(p) >> 2))
@@ -564,20 +565,6 @@ __attribute__((noinline)) static int refuse(lua_State *L, int op, lua_State *co,
   return resume_failed(L, op, co, LUA_OK, 0);
 }
 
-/* Is a finalizer running on thread L, below its yield?  A fiber must not
- * yield there: the collector would stay stopped (plain coroutines refuse
- * it too).  lua_gc answers -1 while any finalizer runs; only then are the
- * frames looked at, out of line, so that yield keeps no local whose address
- * escapes and its calls of the switch stay tail calls.  (Session 3 skipped
- * lua_gc for a yield called from the body's own frame.  That was unsound on
- * Lua 5.4: a finalizer's pending __close handlers run after an error with
- * the frame that started the collection as their caller, and that can be
- * the body's; no cheap test tells them apart.) */
-__attribute__((noinline)) static int finalizer_on(lua_State *L) {
-  return fs_finalizer_on(L);
-}
-#define in_finalizer(L) (UNLIKELY(fs_in_finalizer(L)) && finalizer_on(L))
-
 /* The rest of a resume after the switch, when the fiber suspended for the
  * first time, returned, failed, or handed over many values. */
 static int finish(lua_State *L, int op, fiber *f, void *out) {
@@ -766,7 +753,13 @@ static int l_yield(lua_State *L) {
     return lua_yield(L, lua_gettop(L));
   }
   n = lua_gettop(L);
-  if (in_finalizer(L)) return gc_yield(L);
+  /* Not inside a finalizer on this fiber's stack: the collector would stay
+   * stopped (plain coroutines refuse it too).  Every yield asks (lua_gc).
+   * Session 3 skipped that for a yield called from the body's own frame,
+   * which was unsound on Lua 5.4: a finalizer that is yield itself, and a
+   * failed finalizer's pending __close handlers, run with the frame that
+   * started the collection, the body's, as their caller. */
+  if (UNLIKELY(fs_gc_refuses(L))) return gc_yield(L);
 #if FS_DIRECT
   running = f->outer; /* the resumer's part, done here */
   if (LIKELY(n < LUA_MINSTACK && f->armed)) {

@@ -547,7 +547,7 @@ if GC_REFUSED then
     -- Finalizers that run in or right above the body's own frame.  Sessions
     -- 3 and 4 let a yield called from the body's frame skip asking whether
     -- a finalizer runs; each test below is a case that shortcut let through
-    -- (the shortcut is gone: see finalizer_on in binding/fiberswap.c), so
+    -- (the shortcut is gone: see l_yield in binding/fiberswap.c), so
     -- that no such shortcut comes back unnoticed.  Other functions run in
     -- that frame before the body starts and after it ends, and finalizers
     -- and their __close handlers run with it as their caller.  Each test
